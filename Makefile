@@ -1,0 +1,31 @@
+# Two commands do all the set-up: `make lab` and `make test`. Both create .venv when it is missing.
+PYTHON ?= python3
+VENV := .venv
+PY := $(VENV)/bin/python
+STAMP := $(VENV)/.installed-stamp
+
+.PHONY: lab test unit notebooks execute clean
+
+$(STAMP): pyproject.toml
+	test -x $(PY) || $(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install --quiet --upgrade pip
+	$(PY) -m pip install --quiet -e ".[notebooks,dev]"
+	touch $(STAMP)
+
+lab: $(STAMP)  ## open JupyterLab on the notebooks
+	$(VENV)/bin/jupyter lab notebooks
+
+test: $(STAMP)  ## unit tests + nbval re-execution of every notebook (pytest's exit 5, no tests, fails too)
+	$(PY) -m pytest --nbval --nbval-current-env --nbval-sanitize-with notebooks/sanitize.cfg tests notebooks
+
+unit: $(STAMP)  ## unit tests only
+	$(PY) -m pytest tests
+
+execute: $(STAMP)  ## re-run every notebook from a fresh kernel and store its outputs
+	for nb in notebooks/*.ipynb; do \
+	  $(VENV)/bin/jupyter nbconvert --to notebook --execute --inplace --ExecutePreprocessor.kernel_name=python3 "$$nb" && \
+	  $(VENV)/bin/nbstripout --keep-output --keep-count --extra-keys "metadata.widgets" "$$nb" || exit 1; \
+	done
+
+clean:
+	rm -rf $(VENV)

@@ -1,0 +1,175 @@
+"""Finding layers — also inside nested models — and tapping their outputs.
+
+Transfer-learning models nest a convolutional base inside an outer model
+(``Sequential([base, GlobalAveragePooling2D(), Dense(...)])``). Asking for
+``keras.Model(model.inputs, [inner_layer.output, model.output])`` then fails with "Graph
+disconnected": the inner layer lives in the base's own graph. :func:`tap_model` instead replays the
+outer model on a fresh input, calling each nested model through a copy that also returns the inner
+layer's output. The layers (and so the weights) are shared, never copied; the model is not mutated.
+"""
+from __future__ import annotations
+
+import difflib
+from typing import NamedTuple
+
+import keras
+
+
+class LayerInfo(NamedTuple):
+    """One spatial layer: its name, output shape (N, h, w, c) and the nested models it lies in."""
+
+    name: str
+    shape: tuple
+    path: tuple[str, ...]
+
+
+def as_keras_model(model) -> keras.Model:
+    """The Keras model of a :class:`~cnnviz.ModelBundle`, or the model itself."""
+    return getattr(model, "model", model)
+
+
+def _walk(model, path=()):
+    """Yield (layer, path of enclosing models' names) depth first, in graph order."""
+    for layer in model.layers:
+        yield layer, path
+        if isinstance(layer, keras.Model):
+            yield from _walk(layer, (*path, layer.name))
+
+
+def _output_shape(layer):
+    try:
+        return tuple(layer.output.shape)
+    except (AttributeError, ValueError):  # a layer whose Sequential was never called has no output yet
+        return None
+
+
+def get_layer(model, name: str) -> keras.layers.Layer:
+    """The layer called ``name``, searched in ``model`` and every model nested inside it.
+
+    A wrong name raises a ``ValueError`` that lists the closest valid names.
+    """
+    keras_model = as_keras_model(model)
+    found = [layer for layer, _ in _walk(keras_model) if layer.name == name]
+    if found:
+        return found[0]
+    names = [layer.name for layer, _ in _walk(keras_model)]
+    close = difflib.get_close_matches(name, names, n=5, cutoff=0.5)
+    hint = f"closest: {', '.join(close)}" if close else "see cnnviz.conv_layers(model) for the spatial layers"
+    raise ValueError(f"no layer named {name!r} in model {keras_model.name!r}; {hint}")
+
+
+def conv_layers(model, input_size=None) -> list[LayerInfo]:
+    """The spatial layers (4-D output: N, h, w, c) in order, with nested models' layers included.
+
+    ``input_size`` (H, W) makes the shapes concrete for a model with a flexible input; a
+    :class:`~cnnviz.ModelBundle` supplies its own ``input_size``.
+    """
+    input_size = input_size or getattr(model, "input_size", None)
+    keras_model = as_keras_model(model)
+    infos = [LayerInfo(layer.name, _output_shape(layer), path) for layer, path in _walk(keras_model)
+             if not isinstance(layer, keras.layers.InputLayer) and _output_shape(layer) is not None
+             and len(_output_shape(layer)) == 4]
+    if input_size is None or not infos:
+        return infos
+    probe = tap_model(keras_model, [info.name for info in infos], score=None)
+    channels = keras_model.inputs[0].shape[-1]
+    specs = probe.compute_output_spec(keras.KerasTensor((None, *input_size, channels)))
+    return [info._replace(shape=tuple(spec.shape)) for info, spec in zip(infos, specs)]
+
+
+def spatial_layer(model, name: str | None = None) -> keras.layers.Layer:
+    """``get_layer(model, name)``, checked to be spatial; ``name=None`` picks the last spatial layer."""
+    layers = conv_layers(as_keras_model(model))
+    if name is None:
+        if not layers:
+            raise ValueError("the model has no spatial (N, h, w, c) layer to visualise")
+        name = layers[-1].name
+    layer = get_layer(model, name)
+    if name not in [info.name for info in layers]:
+        raise ValueError(f"layer {name!r} has output shape {_output_shape(layer)}, not (N, h, w, c): "
+                         f"pick a convolutional layer, e.g. {layers[-1].name!r} (see cnnviz.conv_layers)")
+    return layer
+
+
+def _is_softmax(activation) -> bool:
+    return getattr(activation, "__name__", "") == "softmax"
+
+
+class _PreSoftmax(keras.layers.Layer):
+    """A Dense layer's linear part, ``x @ kernel + bias``, sharing the Dense layer's variables."""
+
+    def __init__(self, dense, **kwargs):
+        super().__init__(**kwargs)
+        self.dense = dense
+
+    def call(self, x):
+        y = keras.ops.matmul(x, self.dense.kernel)
+        return y + self.dense.bias if self.dense.use_bias else y
+
+
+def _replay(model, inputs, targets: set, captured: dict, strip_softmax: bool):
+    """Call ``model`` on symbolic ``inputs`` layer by layer, storing targets' outputs in ``captured``.
+
+    Nested models holding a target are replayed recursively. With ``strip_softmax`` the model's
+    final softmax (a Softmax layer, or a Dense layer's softmax activation) is left out: logits.
+    """
+    last = model.layers[-1]
+
+    def call(layer, *args, **kwargs):
+        if strip_softmax and layer is last:
+            if isinstance(layer, keras.layers.Softmax) or _is_softmax(getattr(layer, "activation", None)):
+                if isinstance(layer, keras.layers.Dense):
+                    return _PreSoftmax(layer, name=f"{layer.name}_logits")(*args)
+                return args[0]  # Softmax / Activation("softmax"): its input is the logits
+            strip = isinstance(layer, keras.Model)
+        else:
+            strip = False
+        if isinstance(layer, keras.Model) and (strip or any(t in _all_layers(layer) for t in targets)):
+            output = _replay(layer, args[0], targets, captured, strip)
+        else:
+            output = layer(*args, **kwargs)
+        if layer in targets:
+            captured[layer.name] = output
+        return output
+
+    if isinstance(model, keras.Sequential):
+        x = inputs
+        for layer in model.layers:
+            x = call(layer, x)
+        return x
+    clone = keras.models.clone_model(model, input_tensors=inputs, clone_function=lambda layer: layer,
+                                     call_function=call)
+    for layer in model.layers:  # InputLayers are not "called"; capture them directly
+        if isinstance(layer, keras.layers.InputLayer) and layer in targets:
+            captured[layer.name] = inputs
+    return clone.outputs[0] if len(clone.outputs) == 1 else clone.outputs
+
+
+def _all_layers(model) -> list:
+    return [layer for layer, _ in _walk(model)]
+
+
+def _input_tensor(model):
+    try:
+        return keras.Input(batch_shape=model.inputs[0].shape, name="tap_input")
+    except (AttributeError, ValueError, TypeError) as error:
+        raise ValueError(f"model {model.name!r} has no defined input yet (a Keras 3 Sequential gets one when "
+                         "it is built): start it with keras.Input(shape=...) or call model.build((None, H, W, 3))"
+                         ) from error
+
+
+def tap_model(model, layer_names, score="logits") -> keras.Model:
+    """A model: input images → ([activation of each named layer], score).
+
+    ``score="logits"``: the class scores before softmax (the model's final softmax is left out,
+    nothing is mutated); ``"output"``: the model's own output; ``None``: no score, only activations.
+    Works when layers sit inside nested models. One forward pass gives everything.
+    """
+    keras_model = as_keras_model(model)
+    layers = [get_layer(keras_model, name) for name in layer_names]
+    captured = {}
+    inputs = _input_tensor(keras_model)
+    output = _replay(keras_model, inputs, set(layers), captured, strip_softmax=(score == "logits"))
+    activations = [captured[layer.name] for layer in layers]
+    outputs = activations if score is None else (activations, output)
+    return keras.Model(inputs, outputs, name=f"{keras_model.name}_tap")
