@@ -13,4 +13,10 @@ from .layers import conv_layers, get_layer, tap_model  # noqa: E402
 from .models import ModelBundle, load_model  # noqa: E402
 
 __all__ = ["ModelBundle", "conv_layers", "get_layer", "load_image", "load_model", "sample_images", "tap_model"]
+
+# One line per chapter module below; each module defines its own __all__.
+# activations (notebook 01)
+# filters (notebook 02)
+# gradcam (notebook 03)
+# explorer (notebook 04)
 __version__ = "0.1.0"

@@ -51,8 +51,26 @@ def class_names() -> list[str]:
 
 
 def preprocess_lite0(images):
-    """EfficientNet-Lite0's input scaling: pixels in [0, 255] → (x - 127) / 128, about [-1, 1]."""
-    return (np.asarray(images, dtype="float32") - 127.0) / 128.0
+    """EfficientNet-Lite0's input scaling: pixels in [0, 255] → (x - 127) / 128, about [-1, 1].
+
+    Takes numpy arrays or tensors (so it can run inside a ``tf.function``).
+    """
+    if isinstance(images, (np.ndarray, list, tuple)):
+        images = np.asarray(images, dtype="float32")
+    return (images - 127.0) / 128.0
+
+
+def _identity(images):
+    return images
+
+
+def unwrap(model):
+    """(keras model, preprocess) of a :class:`ModelBundle`, or (model, identity) of a bare Keras model.
+
+    cnnviz functions take either: a bundle's images are pixels in [0, 255], a bare model's are
+    whatever that model expects.
+    """
+    return (model.model, model.preprocess) if isinstance(model, ModelBundle) else (model, _identity)
 
 
 @dataclass
@@ -106,8 +124,8 @@ def _seed(name: str, weights) -> ModelBundle:
     # Softmax as its own layer: the logits stay reachable as the output of layer "predictions".
     outputs = keras.layers.Softmax(name="probabilities")(base.output)
     model = keras.Model(base.inputs, outputs, name=base.name)
-    preprocess = getattr(keras.applications, module).preprocess_input
-    return ModelBundle(name, model, size, lambda x: preprocess(np.array(x, dtype="float32")), last_conv)
+    preprocess = getattr(keras.applications, module).preprocess_input  # numpy or tensors
+    return ModelBundle(name, model, size, preprocess, last_conv)
 
 
 def load_model(name: str = "efficientnet_lite0", weights="imagenet") -> ModelBundle:
