@@ -17,6 +17,6 @@ __all__ = ["ModelBundle", "conv_layers", "get_layer", "load_image", "load_model"
 # One line per chapter module below; each module defines its own __all__.
 # activations (notebook 01)
 # filters (notebook 02)
-# gradcam (notebook 03)
+from .gradcam import *  # noqa: E402,F401,F403
 # explorer (notebook 04)
 __version__ = "0.1.0"

@@ -1,0 +1,245 @@
+"""Grad-CAM: which pixels made the network say "Egyptian cat"? (notebook 03)
+
+For a class score y and a spatial layer's activations A (h, w, c)::
+
+    α_k = 1/(h·w) Σ_ij ∂y/∂A_ijk          (pooled gradients, one weight per channel)
+    L   = ReLU(Σ_k α_k A_k) / max          (heatmap (h, w) in [0, 1])
+
+One piece of plumbing (:class:`_GradCam`, like pytorch-grad-cam's ``base_cam``) runs the forward pass
+and the gradients once, compiled, cached per (model, layer, score); the public functions are thin:
+
+- :func:`gradcam` — the TF2 form (``A @ α[:, None]``), batched, one class per image;
+- :func:`gradcam_loop` — the TF1-era form (numpy vector, per-channel loop, ``np.mean``);
+- :func:`gradcam_parts` — activations, weights and heatmaps of SEVERAL classes per image from a
+  single forward pass (top-k or a list): switching class afterwards is free (the explorer uses it);
+- :func:`overlay`, :func:`save_gradcam`, :func:`show_gradcam` — pictures.
+"""
+from __future__ import annotations
+
+import weakref
+from pathlib import Path
+from typing import Callable, NamedTuple
+
+import matplotlib
+import numpy as np
+import tensorflow as tf
+from PIL import Image
+
+from .layers import spatial_layer, tap_model
+from .models import unwrap
+
+__all__ = ["GradCamParts", "gradcam", "gradcam_loop", "gradcam_parts", "overlay", "save_gradcam",
+           "show_gradcam", "upsample", "weighted_heatmap"]
+
+
+def normalise(heatmaps, axis=(-2, -1)):
+    """ReLU, then divide by the maximum over ``axis``; an all-zero map stays zero (never NaN)."""
+    heatmaps = np.maximum(heatmaps, 0)
+    top = heatmaps.max(axis=axis, keepdims=True)
+    return np.divide(heatmaps, top, out=np.zeros_like(heatmaps), where=top > 0)
+
+
+def weighted_heatmap(activations, weights):
+    """Σ_k α_k A_k, ReLU, normalised — in numpy, for cached parts.
+
+    activations (..., h, w, c) and weights (..., c) → (..., h, w) in [0, 1]. For one image's k classes
+    pass activations (h, w, c) and weights (k, c): → (k, h, w).
+    """
+    activations, weights = np.asarray(activations), np.asarray(weights)
+    if weights.ndim == activations.ndim - 1:  # (k, c) against (h, w, c) → broadcast over classes
+        activations = activations[None]
+    return normalise(np.einsum("...hwc,...c->...hw", activations, weights))
+
+
+class GradCamParts(NamedTuple):
+    """Everything one forward pass gives, for N images and k classes each.
+
+    activations: (N, h, w, c) the layer's output A. weights: (N, k, c) pooled gradients α.
+    class_indices: (N, k) the classes explained (-1 for a custom ``score``). scores: (N, k) the
+    scores y (logits by default). heatmaps: (N, k, h, w) in [0, 1].
+    """
+
+    activations: np.ndarray
+    weights: np.ndarray
+    class_indices: np.ndarray
+    scores: np.ndarray
+    heatmaps: np.ndarray
+
+
+class _GradCam:
+    """The plumbing: a tap model (activations + score in one pass) and its compiled gradient step."""
+
+    def __init__(self, keras_model, layer_name: str, score: Callable | None):
+        self.layer_name = layer_name
+        self.score = score
+        self.tap = tap_model(keras_model, [layer_name], score="logits" if score is None else "output")
+        self.num_classes = self.tap.outputs[-1].shape[-1]
+        self.compiled = tf.function(self._compute, reduce_retracing=True)
+
+    def _compute(self, images, classes, top):
+        """images (N, H, W, 3) preprocessed; classes (N, k) int32 tensor, or None and ``top`` = k."""
+        with tf.GradientTape() as tape:
+            (activations,), output = self.tap(images, training=False)  # A: (N, h, w, c)
+            if self.score is not None:
+                scores = tf.convert_to_tensor(self.score(output))
+                scores = scores[:, None] if scores.shape.rank == 1 else scores  # (N, k)
+                classes = -tf.ones(tf.shape(scores), tf.int32)
+            else:
+                if classes is None:
+                    classes = tf.math.top_k(output, k=top).indices
+                scores = tf.gather(output, classes, batch_dims=1)  # (N, k) logits y
+            total = tf.reduce_sum(scores)  # images are independent: d(Σ_n y_n)/dA_n = dy_n/dA_n
+        if scores.shape[1] == 1:
+            grads = tape.gradient(total, activations)[:, None]
+        else:  # k classes, one forward pass, k backward passes vectorised
+            grads = tape.batch_jacobian(scores, activations)  # (N, k, h, w, c)
+        weights = tf.reduce_mean(grads, axis=(2, 3))  # α: (N, k, c)
+        # per image and class, A (h·w, c) @ α (c, 1) → (h·w, 1); batched: (N, 1, h·w, c) @ (N, k, c, 1)
+        n, h, w, c = tf.unstack(tf.shape(activations))
+        flat = tf.reshape(activations, (n, 1, h * w, c))
+        heatmaps = tf.reshape(flat @ weights[..., None], (n, -1, h, w))  # (N, k, h, w)
+        heatmaps = tf.nn.relu(heatmaps)
+        heatmaps = tf.math.divide_no_nan(heatmaps, tf.reduce_max(heatmaps, axis=(2, 3), keepdims=True))
+        return activations, weights, classes, scores, heatmaps
+
+    def __call__(self, images, classes=None, top=1) -> GradCamParts:
+        images = tf.convert_to_tensor(images, tf.float32)
+        if classes is not None:
+            classes = tf.convert_to_tensor(classes, tf.int32)
+        return GradCamParts(*(t.numpy() for t in self.compiled(images, classes, top)))
+
+
+_CACHE: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()  # keras model → {(layer, score): _GradCam}
+
+
+def _plumbing(keras_model, layer, score) -> _GradCam:
+    per_model = _CACHE.setdefault(keras_model, {})
+    key = (layer, score)
+    if key not in per_model:
+        name = spatial_layer(keras_model, layer).name  # wrong / non-spatial layer → clear ValueError
+        per_model[key] = _GradCam(keras_model, name, score)
+    return per_model[key]
+
+
+def _as_batch(images):
+    images = np.asarray(images, dtype="float32")
+    if images.ndim == 3:
+        return images[None], True
+    if images.ndim != 4:
+        raise ValueError(f"images must be (N, H, W, 3) or one (H, W, 3) image, got shape {images.shape}")
+    return images, False
+
+
+def _class_matrix(class_index, n: int, num_classes: int):
+    """None → None (top classes); an int → (n, 1); n ints → one per image; for ONE image a list of k
+    ints → its k classes (1, k); an (n, k) array as is. Out-of-range indices raise a ValueError."""
+    if class_index is None:
+        return None
+    classes = np.asarray(class_index)
+    if not np.issubdtype(classes.dtype, np.integer):
+        raise TypeError(f"class_index must be integers, got {class_index!r}")
+    if classes.ndim == 0:
+        classes = np.full((n, 1), classes)
+    elif classes.ndim == 1:
+        classes = classes[:, None] if len(classes) == n else classes[None]
+    if classes.ndim != 2 or len(classes) != n:
+        raise ValueError(f"class_index: give an int, {n} ints (one per image) or an ({n}, k) array; "
+                         f"got shape {np.shape(class_index)}")
+    bad = classes[(classes < 0) | (classes >= num_classes)]
+    if bad.size:
+        raise ValueError(f"class index {int(bad[0])} is out of range: the model has {num_classes} classes "
+                         f"(0 … {num_classes - 1})")
+    return classes.astype("int32")
+
+
+def gradcam_parts(model, images, layer=None, class_index=None, top: int = 1, score=None) -> GradCamParts:
+    """Grad-CAM for several classes per image from ONE forward pass; see :class:`GradCamParts`.
+
+    model: a :class:`~cnnviz.ModelBundle` (images are pixels in [0, 255]) or a bare Keras model.
+    images: (N, H, W, 3). layer: a spatial layer's name, also inside a nested model; None → the last.
+    class_index: None → the ``top`` best classes per image; an int or a list (N ints) → that class;
+    an (N, k) array → k given classes per image. score: optional callable on the model's output
+    (N, …) → (N,) or (N, k), for regression heads and custom targets (then class_index is ignored).
+    Keep ``activations`` and ``weights`` to redraw any class with :func:`weighted_heatmap`.
+    """
+    keras_model, preprocess = unwrap(model)
+    batch, _ = _as_batch(images)
+    cam = _plumbing(keras_model, layer, score)
+    classes = None if score is not None else _class_matrix(class_index, len(batch), cam.num_classes)
+    if score is None and classes is None and not 1 <= top <= cam.num_classes:
+        raise ValueError(f"top must be between 1 and {cam.num_classes}, got {top}")
+    return cam(preprocess(batch), classes, top)
+
+
+def gradcam(model, images, layer=None, class_index=None, score=None) -> np.ndarray:
+    """Grad-CAM heatmaps, the TF2 form: (N, H, W, 3) images → (N, h, w) in [0, 1].
+
+    One image (H, W, 3) gives one (h, w) map. class_index: None (top class of each image), an int,
+    or one per image. Logits are used, not probabilities; the model is never modified. Compiled and
+    cached per (model, layer, score): repeated calls and other classes do not retrace.
+    """
+    batch, single = _as_batch(images)
+    heatmaps = gradcam_parts(model, batch, layer, class_index, 1, score).heatmaps[:, 0]
+    return heatmaps[0] if single else heatmaps
+
+
+def gradcam_loop(model, images, layer=None, class_index=None, score=None) -> np.ndarray:
+    """Grad-CAM the TF1 way, same signature and results as :func:`gradcam` (after normalisation).
+
+    ``K.function`` gave numpy: pooled gradients (c,) and the conv output (h, w, c); each channel is
+    scaled by its weight in a Python loop, then averaged over channels (DLwP 1st ed.).
+    """
+    batch, single = _as_batch(images)
+    parts = gradcam_parts(model, batch, layer, class_index, 1, score)
+    heatmaps = []
+    for conv_output, pooled_grads in zip(parts.activations.copy(), parts.weights[:, 0]):
+        for i in range(conv_output.shape[-1]):
+            conv_output[:, :, i] *= pooled_grads[i]
+        heatmap = np.mean(conv_output, axis=-1)
+        heatmaps.append(normalise(heatmap))
+    return heatmaps[0] if single else np.stack(heatmaps)
+
+
+def upsample(heatmap, size) -> np.ndarray:
+    """A heatmap (h, w) resized (bilinear) to ``size`` = (H, W), clipped to [0, 1]."""
+    height, width = size
+    resized = Image.fromarray(np.asarray(heatmap, dtype="float32")).resize((width, height), Image.BILINEAR)
+    return np.clip(np.asarray(resized), 0, 1)
+
+
+def overlay(image, heatmap, alpha: float = 0.4, colormap: str = "jet") -> np.ndarray:
+    """The heatmap (h, w) in [0, 1], coloured and blended onto ``image`` (H, W, 3) in [0, 255].
+
+    The map is resized (bilinear) to the image's ORIGINAL resolution; returns uint8 (H, W, 3).
+    """
+    image = np.asarray(image, dtype="float32")
+    heatmap = np.nan_to_num(np.clip(np.asarray(heatmap, dtype="float32"), 0, 1))
+    if image.ndim != 3 or heatmap.ndim != 2:
+        raise ValueError(f"overlay takes one image (H, W, 3) and one heatmap (h, w), got {image.shape} and "
+                         f"{heatmap.shape}")
+    colours = matplotlib.colormaps[colormap](upsample(heatmap, image.shape[:2]))[..., :3] * 255
+    return np.clip((1 - alpha) * image + alpha * colours, 0, 255).astype("uint8")
+
+
+def save_gradcam(image, heatmap, path, alpha: float = 0.4, colormap: str = "jet") -> Path:
+    """Save the overlay as an image file (like keras.io's ``save_and_display_gradcam``); returns the path."""
+    path = Path(path)
+    Image.fromarray(overlay(image, heatmap, alpha, colormap)).save(path)
+    return path
+
+
+def show_gradcam(image, heatmaps, titles=(), alpha: float = 0.4, colormap: str = "jet", size: float = 3.2):
+    """Plot the image, then one overlay per heatmap (h, w) or (k, h, w), in a row; returns the figure."""
+    import matplotlib.pyplot as plt
+
+    heatmaps = np.asarray(heatmaps)
+    heatmaps = heatmaps[None] if heatmaps.ndim == 2 else heatmaps
+    titles = ["image", *titles] if len(titles) == len(heatmaps) else list(titles)
+    pictures = [np.clip(image, 0, 255).astype("uint8")] + [overlay(image, h, alpha, colormap) for h in heatmaps]
+    figure, axes = plt.subplots(1, len(pictures), figsize=(size * len(pictures), size), squeeze=False)
+    for ax, picture, title in zip(axes[0], pictures, [*titles, *[""] * len(pictures)]):
+        ax.imshow(picture)
+        ax.set_title(title)
+        ax.axis("off")
+    figure.tight_layout()
+    return figure
