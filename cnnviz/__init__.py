@@ -18,5 +18,5 @@ __all__ = ["ModelBundle", "conv_layers", "get_layer", "load_image", "load_model"
 # activations (notebook 01)
 # filters (notebook 02)
 from .gradcam import *  # noqa: E402,F401,F403
-# explorer (notebook 04)
+from .explorer import *  # noqa: E402,F401,F403
 __version__ = "0.1.0"

@@ -1,0 +1,196 @@
+"""The class explorer, headless: set each control in Python, assert the pictures and the state."""
+import datetime
+import io
+import logging
+import tracemalloc
+
+import numpy as np
+import pytest
+from PIL import Image
+
+import cnnviz
+from cnnviz.explorer import class_labels
+from cnnviz.models import class_names
+
+ESPRESSO, EGYPTIAN_CAT = class_names().index("espresso"), class_names().index("Egyptian_cat")
+
+
+def picture(png: bytes) -> np.ndarray:
+    return np.asarray(Image.open(io.BytesIO(png)).convert("RGB"), dtype="float32")
+
+
+def pictures(explorer) -> dict:
+    return {name: getattr(explorer, f"{name}_view").value for name in ("original", "heatmap", "overlay")}
+
+
+def upload(explorer, name: str, content: bytes):
+    explorer.upload.value = ({"name": name, "type": "", "size": len(content), "content": memoryview(content),
+                              "last_modified": datetime.datetime.now()},)
+
+
+def png_file(pixels) -> bytes:
+    buffer = io.BytesIO()
+    Image.fromarray(np.asarray(pixels, dtype="uint8")).save(buffer, format="png")
+    return buffer.getvalue()
+
+
+@pytest.fixture(scope="module")
+def explorer(bundle):
+    return cnnviz.ClassExplorer(bundle)
+
+
+@pytest.fixture
+def fresh(explorer):
+    """The module's explorer back on the collage, top class, last layer, default look."""
+    explorer.image_picker.value = "cat_and_coffee"
+    explorer.layer_picker.value = "top_activation"
+    explorer.class_picker.value = explorer.best[0]
+    explorer.opacity.value, explorer.colormap.value = 0.4, "jet"
+    return explorer
+
+
+def test_starts_on_the_collage_with_the_top_class_at_the_last_layer(bundle, collage):
+    explorer = cnnviz.ClassExplorer(bundle)
+    assert (explorer.image_name, explorer.layer, explorer.forward_passes) == ("cat_and_coffee", "top_activation", 2)
+    assert explorer.class_index == int(np.argmax(explorer.probabilities)) == explorer.best[0]
+    assert explorer.probabilities.sum() == pytest.approx(1, abs=1e-4)
+    assert [value for _, value in explorer.class_picker.options] == explorer.best and len(explorer.best) == 5
+    assert f"{explorer.probability:.1%}" in explorer.caption.value
+    assert class_labels()[explorer.class_index] in explorer.caption.value
+    for png in pictures(explorer).values():
+        assert picture(png).shape == (224, 224, 3)
+    assert picture(explorer.original_view.value).std() > 20  # a photo, not a blank
+    assert explorer.heatmap.shape == (7, 7) and explorer.heatmap.max() == pytest.approx(1)
+    expected = cnnviz.gradcam(bundle, explorer.pixels, class_index=explorer.class_index)
+    np.testing.assert_allclose(explorer.heatmap, expected, atol=1e-5)
+    assert explorer.message == ""
+
+
+def test_class_switch_redraws_without_a_forward_pass(bundle, fresh):
+    passes, before = fresh.forward_passes, pictures(fresh)
+    for class_index in fresh.best[1:]:
+        fresh.class_picker.value = class_index
+        now = pictures(fresh)
+        assert fresh.class_index == class_index and class_labels()[class_index] in fresh.caption.value
+        assert now["original"] == before["original"]
+        assert now["heatmap"] != before["heatmap"] and now["overlay"] != before["overlay"]
+        np.testing.assert_allclose(fresh.heatmap, cnnviz.gradcam(bundle, fresh.pixels, class_index=class_index),
+                                   atol=1e-5)
+        before = now
+    assert fresh.forward_passes == passes
+
+
+def test_search_box_reaches_any_class_and_caches_it(bundle, fresh):
+    passes = fresh.forward_passes
+    fresh.class_search.value = "espresso"
+    assert fresh.class_index == ESPRESSO and fresh.class_picker.value in (ESPRESSO, None)
+    full = cnnviz.upsample(fresh.heatmap, (224, 224))
+    assert full[:, 112:].sum() / full.sum() > 0.7  # the coffee is on the right half of the collage
+    far = class_labels().index("goldfish")  # surely not in the top 5: one more pass, then cached
+    fresh.class_search.value = "goldfish"
+    assert (fresh.class_index, fresh.class_picker.value, fresh.forward_passes) == (far, None, passes + 1)
+    fresh.class_picker.value = fresh.best[0]
+    fresh.class_search.value = "goldfish"
+    assert fresh.forward_passes == passes + 1
+    assert fresh.class_search.value == "goldfish" and fresh.probability == pytest.approx(fresh.probabilities[far])
+
+
+def test_search_box_duplicates_and_unknown_names(fresh):
+    assert class_labels().index("crane (134)") == 134 and class_labels().index("crane (517)") == 517
+    fresh.class_search.value = "crane (517)"
+    assert fresh.class_index == 517
+    fresh.class_search.value = "expresso"
+    assert fresh.class_index == 517 and "no class called 'expresso'" in fresh.message
+    assert "espresso" in fresh.message  # a suggestion
+
+
+def test_layer_change_gives_a_finer_map_with_one_pass(bundle, fresh):
+    passes = fresh.forward_passes
+    fresh.layer_picker.value = "block5c_add"
+    assert fresh.heatmap.shape == (14, 14) and fresh.forward_passes == passes + 1 and "14×14" in fresh.caption.value
+    np.testing.assert_allclose(fresh.heatmap, cnnviz.gradcam(bundle, fresh.pixels, "block5c_add",
+                                                             fresh.class_index), atol=1e-5)
+    fresh.class_picker.value = fresh.best[2]  # the top classes came with that one pass
+    assert fresh.forward_passes == passes + 1
+    assert [name for _, name in fresh.layer_picker.options] == [info.name for info in cnnviz.conv_layers(bundle)]
+
+
+def test_opacity_and_colormap(fresh):
+    before = pictures(fresh)
+    fresh.opacity.value = 0.0
+    assert pictures(fresh)["heatmap"] == before["heatmap"]
+    np.testing.assert_allclose(picture(fresh.overlay_view.value), picture(before["original"]), atol=1)
+    fresh.opacity.value = 1.0
+    np.testing.assert_allclose(picture(fresh.overlay_view.value), picture(fresh.heatmap_view.value), atol=1)
+    fresh.colormap.value = "viridis"
+    heatmap = picture(fresh.heatmap_view.value)
+    hottest = np.unravel_index(np.argmax(cnnviz.upsample(fresh.heatmap, (224, 224))), (224, 224))
+    np.testing.assert_allclose(heatmap[hottest], [253, 231, 37], atol=3)  # viridis' top colour: yellow
+    assert picture(fresh.colorbar.value).shape == (8, 256, 3)
+
+
+def test_image_change_and_good_upload(bundle, fresh, coffee):
+    passes = fresh.forward_passes
+    fresh.image_picker.value = "coffee"
+    assert fresh.class_name == "espresso" and fresh.forward_passes == passes + 2
+    assert fresh.class_search.value == ""
+    upload(fresh, "my cat.png", png_file(cnnviz.load_image("cat")))
+    assert fresh.image_name == "⬆ my cat.png" and fresh.image_name in fresh.image_picker.options
+    assert fresh.class_name in ("tiger_cat", "Egyptian_cat", "tabby") and fresh.message == ""
+    assert fresh.upload.value == ()  # cleared: the same file can be chosen again
+    fresh.image_picker.value = "coffee"
+    fresh.image_picker.value = "⬆ my cat.png"  # uploaded photos stay in the list
+    assert fresh.class_name in ("tiger_cat", "Egyptian_cat", "tabby")
+
+
+@pytest.mark.parametrize("name, content, says", [
+    ("notes.txt", b"hello, not a picture", "not an image"),
+    ("broken.png", png_file(np.zeros((64, 64, 3)))[:60], "corrupt"),
+    ("huge.png", None, "megapixel"),
+    ("big.jpg", b"\xff" * 21_000_000, "MB limit"),
+])
+def test_bad_upload_keeps_the_picture_and_explains(fresh, name, content, says):
+    if content is None:  # 9000×9000 pixels, but a small file
+        buffer = io.BytesIO()
+        Image.new("1", (9000, 9000)).save(buffer, format="png")
+        content = buffer.getvalue()
+    before, state = pictures(fresh), (fresh.image_name, fresh.class_index, fresh.layer)
+    upload(fresh, name, content)
+    assert says in fresh.message and name in fresh.message and "/tmp" not in fresh.message
+    assert fresh.message in fresh.status.value
+    assert pictures(fresh) == before and (fresh.image_name, fresh.class_index, fresh.layer) == state
+    assert not any(option.endswith(name) for option in fresh.image_picker.options)
+
+
+def test_other_inputs(bundle, coffee):
+    with pytest.raises(TypeError, match="ModelBundle"):
+        cnnviz.ClassExplorer(bundle.model)
+    explorer = cnnviz.ClassExplorer(bundle, image=coffee, top=3)
+    assert explorer.image_name == "⬆ your image" and explorer.class_name == "espresso" and len(explorer.best) == 3
+    bundle_repr = explorer._repr_mimebundle_()
+    assert "application/vnd.jupyter.widget-view+json" in bundle_repr
+
+
+def test_200_class_switches_no_retracing_bounded_memory(fresh):
+    records = []
+    handler = logging.Handler()
+    handler.emit = records.append
+    tf_logger = logging.getLogger("tensorflow")
+    tf_logger.addHandler(handler)
+    others = [class_labels()[i] for i in (1, 100, 200, 300, 400, 500, 600, 700, 800, 900)]  # new passes
+    try:
+        for step in range(200):
+            if step == 20:
+                tracemalloc.start()
+                start = tracemalloc.get_traced_memory()[0]
+            if step % 20 == 19:
+                fresh.class_search.value = others[step // 20]
+            else:
+                fresh.class_picker.value = fresh.best[step % len(fresh.best)]
+        growth = tracemalloc.get_traced_memory()[0] - start
+    finally:
+        tracemalloc.stop()
+        tf_logger.removeHandler(handler)
+    assert not [r for r in records if "retracing" in r.getMessage()]
+    assert growth < 5_000_000, f"memory grew by {growth / 1e6:.1f} MB over 180 class switches"
+    assert fresh.renders > 200
