@@ -74,25 +74,29 @@ class _GradCam:
         self.score = score
         self.tap = tap_model(keras_model, [layer_name], score="logits" if score is None else "output")
         self.num_classes = self.tap.outputs[-1].shape[-1]
-        self.compiled = tf.function(self._compute, reduce_retracing=True)
+        # One trace each, whatever the batch size, image size or classes: shapes left open, classes a tensor.
+        signature = [tf.TensorSpec(self.tap.inputs[0].shape, tf.float32), tf.TensorSpec((None, None), tf.int32)]
+        self.one_class = tf.function(lambda x, classes: self._compute(x, classes, False), input_signature=signature)
+        self.many_classes = tf.function(lambda x, classes: self._compute(x, classes, True), input_signature=signature)
 
-    def _compute(self, images, classes, top):
-        """images (N, H, W, 3) preprocessed; classes (N, k) int32 tensor, or None and ``top`` = k."""
+    def _compute(self, images, classes, jacobian: bool):
+        """images (N, H, W, 3) preprocessed; classes (N, k) class indices, or -r for the r-th best class."""
         with tf.GradientTape() as tape:
             (activations,), output = self.tap(images, training=False)  # A: (N, h, w, c)
             if self.score is not None:
                 scores = tf.convert_to_tensor(self.score(output))
-                scores = scores[:, None] if scores.shape.rank == 1 else scores  # (N, k)
+                scores = tf.reshape(scores, (tf.shape(scores)[0], -1))  # (N, k)
                 classes = -tf.ones(tf.shape(scores), tf.int32)
             else:
-                if classes is None:
-                    classes = tf.math.top_k(output, k=top).indices
+                ranked = tf.argsort(output, axis=-1, direction="DESCENDING", stable=True)
+                ranks = tf.gather(ranked, tf.maximum(-classes - 1, 0), batch_dims=1)
+                classes = tf.where(classes < 0, ranks, classes)
                 scores = tf.gather(output, classes, batch_dims=1)  # (N, k) logits y
             total = tf.reduce_sum(scores)  # images are independent: d(Σ_n y_n)/dA_n = dy_n/dA_n
-        if scores.shape[1] == 1:
-            grads = tape.gradient(total, activations)[:, None]
-        else:  # k classes, one forward pass, k backward passes vectorised
+        if jacobian:  # k classes from one forward pass: k backward passes, vectorised
             grads = tape.batch_jacobian(scores, activations)  # (N, k, h, w, c)
+        else:  # one class per image
+            grads = tape.gradient(total, activations)[:, None]  # (N, 1, h, w, c)
         weights = tf.reduce_mean(grads, axis=(2, 3))  # α: (N, k, c)
         # per image and class, A (h·w, c) @ α (c, 1) → (h·w, 1); batched: (N, 1, h·w, c) @ (N, k, c, 1)
         n, h, w, c = tf.unstack(tf.shape(activations))
@@ -102,11 +106,11 @@ class _GradCam:
         heatmaps = tf.math.divide_no_nan(heatmaps, tf.reduce_max(heatmaps, axis=(2, 3), keepdims=True))
         return activations, weights, classes, scores, heatmaps
 
-    def __call__(self, images, classes=None, top=1) -> GradCamParts:
-        images = tf.convert_to_tensor(images, tf.float32)
-        if classes is not None:
-            classes = tf.convert_to_tensor(classes, tf.int32)
-        return GradCamParts(*(t.numpy() for t in self.compiled(images, classes, top)))
+    def __call__(self, images, classes) -> GradCamParts:
+        """images (N, H, W, 3) preprocessed, classes (N, k) as in :meth:`_compute` → numpy parts."""
+        images, classes = tf.convert_to_tensor(images, tf.float32), tf.convert_to_tensor(classes, tf.int32)
+        compiled = self.one_class if classes.shape[1] == 1 else self.many_classes
+        return GradCamParts(*(t.numpy() for t in compiled(images, classes)))
 
 
 _CACHE: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()  # keras model → {(layer, score): _GradCam}
@@ -115,9 +119,9 @@ _CACHE: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()  # keras model �
 def _plumbing(keras_model, layer, score) -> _GradCam:
     per_model = _CACHE.setdefault(keras_model, {})
     key = (layer, score)
-    if key not in per_model:
+    if key not in per_model:  # layer=None and its resolved name share one compiled function
         name = spatial_layer(keras_model, layer).name  # wrong / non-spatial layer → clear ValueError
-        per_model[key] = _GradCam(keras_model, name, score)
+        per_model[key] = per_model[(name, score)] = per_model.get((name, score)) or _GradCam(keras_model, name, score)
     return per_model[key]
 
 
@@ -130,11 +134,13 @@ def _as_batch(images):
     return images, False
 
 
-def _class_matrix(class_index, n: int, num_classes: int):
-    """None → None (top classes); an int → (n, 1); n ints → one per image; for ONE image a list of k
-    ints → its k classes (1, k); an (n, k) array as is. Out-of-range indices raise a ValueError."""
+def _class_matrix(class_index, n: int, top: int, num_classes: int) -> np.ndarray:
+    """(n, k) class indices, -r meaning "the r-th best class": None → the ``top`` best; an int → (n, 1);
+    n ints → one per image; for ONE image a list of k ints → its k classes; an (n, k) array as is."""
     if class_index is None:
-        return None
+        if not 1 <= top <= num_classes:
+            raise ValueError(f"top must be between 1 and {num_classes}, got {top}")
+        return np.tile(-np.arange(1, top + 1, dtype="int32"), (n, 1))
     classes = np.asarray(class_index)
     if not np.issubdtype(classes.dtype, np.integer):
         raise TypeError(f"class_index must be integers, got {class_index!r}")
@@ -165,10 +171,9 @@ def gradcam_parts(model, images, layer=None, class_index=None, top: int = 1, sco
     keras_model, preprocess = unwrap(model)
     batch, _ = _as_batch(images)
     cam = _plumbing(keras_model, layer, score)
-    classes = None if score is not None else _class_matrix(class_index, len(batch), cam.num_classes)
-    if score is None and classes is None and not 1 <= top <= cam.num_classes:
-        raise ValueError(f"top must be between 1 and {cam.num_classes}, got {top}")
-    return cam(preprocess(batch), classes, top)
+    classes = np.zeros((len(batch), 1)) if score is not None else _class_matrix(class_index, len(batch), top,
+                                                                                 cam.num_classes)
+    return cam(preprocess(batch), classes)
 
 
 def gradcam(model, images, layer=None, class_index=None, score=None) -> np.ndarray:
