@@ -15,7 +15,7 @@ from .models import ModelBundle, load_model  # noqa: E402
 __all__ = ["ModelBundle", "conv_layers", "get_layer", "load_image", "load_model", "sample_images", "tap_model"]
 
 # One line per chapter module below; each module defines its own __all__.
-# activations (notebook 01)
+from .activations import *  # noqa: E402,F401,F403
 # filters (notebook 02)
 from .gradcam import *  # noqa: E402,F401,F403
 from .explorer import *  # noqa: E402,F401,F403
