@@ -16,7 +16,7 @@ __all__ = ["ModelBundle", "conv_layers", "get_layer", "load_image", "load_model"
 
 # One line per chapter module below; each module defines its own __all__.
 from .activations import *  # noqa: E402,F401,F403
-# filters (notebook 02)
+from .filters import *  # noqa: E402,F401,F403
 from .gradcam import *  # noqa: E402,F401,F403
 from .explorer import *  # noqa: E402,F401,F403
 __version__ = "0.1.0"
