@@ -112,14 +112,19 @@ class ClassExplorer:
                                              value=layers[-1].name, description="layer", style=wide,
                                              layout=widgets.Layout(width="340px"))
         self.opacity = widgets.FloatSlider(value=0.4, min=0, max=1, step=0.05, description="opacity", style=wide)
-        self.colormap = widgets.Dropdown(options=COLORMAPS, value="jet", description="colours", style=wide)
+        self.colormap = widgets.Dropdown(options=COLORMAPS, value="jet", description="colours", style=wide,
+                                         layout=widgets.Layout(width="180px"))
         size = f"{self.bundle.input_size[1]}px"
         self.original_view, self.heatmap_view, self.overlay_view = (
             widgets.Image(format="png", layout=widgets.Layout(width=size)) for _ in range(3))
+        for name, view in [("original", self.original_view), ("heatmap", self.heatmap_view),
+                           ("overlay", self.overlay_view)]:
+            view.add_class(f"cnnviz-{name}")  # CSS handles for the browser test
         self.colorbar = widgets.Image(format="png", layout=widgets.Layout(width=size, height="10px"))
         self.caption = widgets.HTML()
         self.status = widgets.HTML()
-        titled = lambda title, *items: widgets.VBox([widgets.HTML(f"<b>{title}</b>"), *items])  # noqa: E731
+        titled = lambda title, *items: widgets.VBox([widgets.HTML(f"<b>{title}</b>"), *items],  # noqa: E731
+                                                    layout=widgets.Layout(margin="0 16px 0 0"))
         self.widget = widgets.VBox([
             widgets.HBox([self.image_picker, self.upload]),
             widgets.HBox([self.class_picker, self.class_search]),
@@ -131,6 +136,7 @@ class ClassExplorer:
                           titled("overlay", self.overlay_view)]),
             self.status,
         ])
+        self.widget.add_class("cnnviz-explorer")
         self.image_picker.observe(self._guarded(lambda name: self._show_photo(name)), "value")
         self.upload.observe(self._on_upload, "value")
         self.class_picker.observe(self._guarded(self._on_class), "value")

@@ -1,0 +1,76 @@
+"""How fast does the class explorer react? Median time from a control's new value to the new PNG.
+
+    .venv/bin/python benchmarks/bench_explorer.py [--repeats 15]
+
+Measured in the kernel (no browser): class switch (cached maps, no forward pass — target ≤ 150 ms),
+a class from the search box outside the top 5 (one forward pass), opacity, layer change, photo change
+(two forward passes). Ratios are against one compiled Grad-CAM call measured in the same run.
+"""
+import argparse
+import statistics
+import time
+
+import cnnviz
+
+
+def median_ms(action, values, repeats: int) -> float:
+    """Set each value in turn via ``action``; the median wall time per change in milliseconds."""
+    times = []
+    for i in range(repeats):
+        start = time.perf_counter()
+        action(values[i % len(values)])
+        times.append(time.perf_counter() - start)
+    return 1000 * statistics.median(times)
+
+
+def main():
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--repeats", type=int, default=15)
+    repeats = parser.parse_args().repeats
+    bundle = cnnviz.load_model()
+    explorer = cnnviz.ClassExplorer(bundle)
+    labels = cnnviz.class_labels()
+    layers = ["top_activation", "block6d_add", "block5c_add"]
+    for layer in layers:  # trace each layer's Grad-CAM once, outside the timings
+        explorer.layer_picker.value = layer
+    explorer.layer_picker.value = "top_activation"
+
+    def set_class(class_index):
+        explorer.class_picker.value = class_index
+
+    def set_far_class(i):
+        explorer._heatmaps.clear()  # force the forward pass a never-seen class costs
+        explorer.class_search.value = labels[i]
+
+    def set_photo(name):
+        explorer.image_picker.value = name
+
+    def set_layer(layer):
+        explorer._heatmaps.clear()
+        explorer.layer_picker.value = layer
+
+    def set_opacity(value):
+        explorer.opacity.value = value
+
+    gradcam_call = median_ms(lambda _: cnnviz.gradcam(bundle, explorer.pixels), [0], repeats)
+    passes = explorer.forward_passes
+    rows = [("class switch, top 5 (cached)", median_ms(set_class, explorer.best * 2 + explorer.best[::-1], repeats))]
+    rows.append(("  forward passes during those", explorer.forward_passes - passes))
+    rows += [
+        ("opacity change", median_ms(set_opacity, [0.3, 0.5, 0.7], repeats)),
+        ("class from search (1 pass)", median_ms(set_far_class, [1, 100, 500, 900], repeats)),
+        ("layer change (1 pass, top 5)", median_ms(set_layer, layers, repeats)),
+        ("photo change (2 passes)", median_ms(set_photo, ["coffee", "cat", "grace_hopper", "rocket"], repeats)),
+    ]
+    print(f"one gradcam() call, compiled: {gradcam_call:7.1f} ms (reference)")
+    for name, value in rows:
+        if isinstance(value, int):
+            print(f"{name:<32} {value:7d}")
+        else:
+            print(f"{name:<32} {value:7.1f} ms   ×{value / gradcam_call:5.2f} of one gradcam() call")
+    class_switch = rows[0][1]
+    print(f"class switch target ≤ 150 ms: {'met' if class_switch <= 150 else 'MISSED'} ({class_switch:.1f} ms)")
+
+
+if __name__ == "__main__":
+    main()
