@@ -4,6 +4,7 @@ import io
 import logging
 import tracemalloc
 
+import matplotlib
 import numpy as np
 import pytest
 from PIL import Image
@@ -194,3 +195,18 @@ def test_200_class_switches_no_retracing_bounded_memory(fresh):
     assert not [r for r in records if "retracing" in r.getMessage()]
     assert growth < 5_000_000, f"memory grew by {growth / 1e6:.1f} MB over 180 class switches"
     assert fresh.renders > 200
+
+
+def test_a_class_with_no_positive_evidence_says_so(bundle, fresh):
+    fresh.image_picker.value = "coffee"
+    # At the last layer (then GAP → Dense) Grad-CAM's weights are the Dense column: map_c ∝ ReLU(A @ W[:, c])
+    activations = cnnviz.gradcam_parts(bundle, fresh.pixels[None]).activations[0]
+    maps = np.einsum("hwc,ck->khw", activations, bundle.model.get_layer("logits").get_weights()[0])
+    empty = int(np.flatnonzero((maps <= 0).all(axis=(1, 2)))[0])
+    fresh.class_search.value = class_labels()[empty]
+    assert fresh.class_index == empty and not fresh.heatmap.any() and not np.isnan(fresh.heatmap).any()
+    assert "map is empty" in fresh.message
+    np.testing.assert_allclose(picture(fresh.overlay_view.value), picture(fresh.original_view.value) * 0.6
+                               + np.array(matplotlib.colormaps["jet"](0.0)[:3]) * 255 * 0.4, atol=1.5)
+    fresh.class_picker.value = fresh.best[0]
+    assert fresh.message == ""
