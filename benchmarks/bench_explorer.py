@@ -4,7 +4,7 @@
 
 Measured in the kernel (no browser): class switch (cached maps, no forward pass — target ≤ 150 ms),
 a class from the search box outside the top 5 (one forward pass), opacity, layer change, photo change
-(two forward passes). Ratios are against one compiled Grad-CAM call measured in the same run.
+(one forward pass). Ratios are against one compiled Grad-CAM call measured in the same run.
 """
 import argparse
 import statistics

@@ -15,6 +15,7 @@ import tempfile
 from pathlib import Path
 
 import ipywidgets as widgets
+import keras
 import matplotlib
 import numpy as np
 from PIL import Image
@@ -79,7 +80,7 @@ class ClassExplorer:
         self.bundle, self.top, self.crop = model, top, crop
         self.labels = class_labels()
         self._label_index = {label: i for i, label in enumerate(self.labels)}
-        self.forward_passes = 0  # model runs: a new photo costs 2, a new layer 1, a cached class 0
+        self.forward_passes = 0  # model runs: a new photo or layer costs 1, a cached class 0
         self.renders = 0
         self.message = ""
         self.heatmap = None  # the (h, w) map on display
@@ -205,11 +206,12 @@ class ClassExplorer:
         if name not in self._photos:
             self._photos[name] = load_image(name, self.bundle.input_size, self.crop)
         pixels = self._photos[name]
-        probabilities = self.bundle.model.predict_on_batch(self.bundle.preprocess(pixels[None]))[0]
+        # one forward pass: the top classes' heatmaps at the current layer and all 1000 logits
+        parts = gradcam_parts(self.bundle, pixels[None], self.layer, top=self.top)
         self.forward_passes += 1
-        self.probabilities = np.asarray(probabilities, dtype="float64")
-        self.best = [int(i) for i in np.argsort(-self.probabilities, kind="stable")[: self.top]]
-        self._heatmaps = {}
+        self.probabilities = np.asarray(keras.ops.softmax(parts.outputs[0]), dtype="float64")
+        self.best = [int(i) for i in parts.class_indices[0]]
+        self._heatmaps = {(self.layer, c): heatmap for c, heatmap in zip(self.best, parts.heatmaps[0])}
         with self._holding():
             self.image_picker.value = name
             self.class_picker.options = [(f"{self.labels[i]} · {self.probabilities[i]:.1%}", i) for i in self.best]

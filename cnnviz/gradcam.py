@@ -56,7 +56,8 @@ class GradCamParts(NamedTuple):
 
     activations: (N, h, w, c) the layer's output A. weights: (N, k, c) pooled gradients α.
     class_indices: (N, k) the classes explained (-1 for a custom ``score``). scores: (N, k) the
-    scores y (logits by default). heatmaps: (N, k, h, w) in [0, 1].
+    scores y (logits by default). heatmaps: (N, k, h, w) in [0, 1]. outputs: (N, classes) the whole
+    score vector (all logits by default; the model's output with a custom ``score``).
     """
 
     activations: np.ndarray
@@ -64,6 +65,7 @@ class GradCamParts(NamedTuple):
     class_indices: np.ndarray
     scores: np.ndarray
     heatmaps: np.ndarray
+    outputs: np.ndarray
 
 
 class _GradCam:
@@ -104,7 +106,7 @@ class _GradCam:
         heatmaps = tf.reshape(flat @ weights[..., None], (n, -1, h, w))  # (N, k, h, w)
         heatmaps = tf.nn.relu(heatmaps)
         heatmaps = tf.math.divide_no_nan(heatmaps, tf.reduce_max(heatmaps, axis=(2, 3), keepdims=True))
-        return activations, weights, classes, scores, heatmaps
+        return activations, weights, classes, scores, heatmaps, output
 
     def __call__(self, images, classes) -> GradCamParts:
         """images (N, H, W, 3) preprocessed, classes (N, k) as in :meth:`_compute` → numpy parts."""
