@@ -9,6 +9,7 @@ filters and its per-filter time is extrapolated — printed as such.
     .venv/bin/python benchmarks/bench_filters.py [--layer block4a_expand_bn] [--filters 64] [--eager 8]
 """
 import argparse
+import os
 import time
 
 import cnnviz  # noqa: F401  (before TensorFlow: quiet logs)
@@ -35,13 +36,15 @@ def main():
     args = parser.parse_args()
     bundle = cnnviz.load_model()
     filters = list(range(args.filters))
-    print(f"{args.layer}: {args.filters} filters, {args.steps} steps, {args.size}×{args.size}, "
-          f"{tf.config.threading.get_intra_op_parallelism_threads() or 'all'} threads")
+    print(f"{args.layer}: {args.filters} filters, {args.steps} steps, {args.size}×{args.size}, {os.cpu_count()} cores, "
+          f"TF_ENABLE_ONEDNN_OPTS={os.environ['TF_ENABLE_ONEDNN_OPTS']} (cnnviz's default 0 keeps imports quiet; "
+          "1 is faster)")
 
     # Warm-ups (tracing) are not timed: one short run per batch shape.
     visualize_filters(bundle, args.layer, [0], args.size, steps=1, progress=False)
     visualize_filters(bundle, args.layer, filters, args.size, steps=1, progress=False)
 
+    tf.get_logger().setLevel("ERROR")  # eager map_fn warns that its parallel_iterations do nothing
     tf.config.run_functions_eagerly(True)
     eager_time, eager_act = per_filter(bundle, args.layer, filters[:args.eager], args)
     tf.config.run_functions_eagerly(False)

@@ -11,6 +11,7 @@ while a random rotation, scale and shift move it at every step, so only robust p
 from __future__ import annotations
 
 import math
+import os
 from functools import lru_cache, partial
 from typing import NamedTuple
 
@@ -26,6 +27,8 @@ __all__ = ["FilterPatterns", "deprocess_image", "filter_grid", "generate_pattern
 
 MIN_SIZE = 32
 CHUNK = 10  # steps per compiled call: the progress bar moves between chunks
+SUB_BATCH = 4  # images per sub-batch inside the compiled step (see _Ascent.gradients)
+PARALLEL = max(2, os.cpu_count() or 2)  # sub-batches computed at the same time
 # Lucid's colour correlation of ImageNet (square root of the RGB covariance), columns normalised.
 COLOR_CORRELATION = np.array([[0.26, 0.09, 0.02], [0.27, 0.00, -0.05], [0.27, -0.09, 0.03]], "float32")
 COLOR_CORRELATION /= np.linalg.norm(COLOR_CORRELATION, axis=0).max()
@@ -99,29 +102,52 @@ class _Ascent:
         maps = keras.tree.flatten(self.extractor(self.preprocess(pixels), training=False))[0]
         return tf.reduce_mean(tf.gather(maps, filters, axis=3, batch_dims=1), axis=(1, 2))
 
-    def _classic(self, pixels, filters, steps, step_size):
+    def gradients(self, objective, params, per_image, sub_batch):
+        """``objective(params, *per_image)`` → (F,) activations, and their gradient d/d params (F, ...).
+
+        Images are independent, so the batch runs as sub-batches of ``sub_batch`` images, ``PARALLEL`` at
+        a time: one big batch is memory-bound on a CPU, cache-sized ones running side by side are not.
+        """
+        n = tf.shape(params)[0]
+        pad = (sub_batch - n % sub_batch) % sub_batch
+
+        def split(t):  # (F, ...) → (F / sub_batch, sub_batch, ...), padded with copies of the first image
+            t = tf.concat([t, tf.repeat(t[:1], pad, axis=0)], axis=0)
+            return tf.reshape(t, tf.concat([[-1, sub_batch], tf.shape(t)[1:]], axis=0))
+
+        def ascend(chunk):
+            with tf.GradientTape() as tape:
+                tape.watch(chunk[0])
+                activation = objective(*chunk)
+            return activation, tape.gradient(activation, chunk[0])  # d(sum)/dx_i = d(activation_i)/dx_i
+
+        activation, grads = tf.map_fn(ascend, tuple(split(t) for t in (params, *per_image)),
+                                      fn_output_signature=(tf.float32, tf.float32), parallel_iterations=PARALLEL)
+        grads = tf.reshape(grads, tf.concat([[-1], tf.shape(params)[1:]], 0))[:n]
+        return tf.ensure_shape(tf.reshape(activation, [-1])[:n], params.shape[:1]), tf.ensure_shape(grads, params.shape)
+
+    def _classic(self, pixels, filters, steps, step_size, sub_batch):
         """``steps`` classic steps on all images at once; each image's gradient normalised by its own RMS."""
         history = tf.TensorArray(tf.float32, size=steps)
         for i in tf.range(steps):
-            with tf.GradientTape() as tape:
-                tape.watch(pixels)
-                activation = self.activation(pixels, filters)
-            grads = tape.gradient(activation, pixels)  # images are independent: d(sum)/dx_i = d(loss_i)/dx_i
+            activation, grads = self.gradients(self.activation, pixels, (filters,), sub_batch)
             grads /= tf.sqrt(tf.reduce_mean(tf.square(grads), axis=(1, 2, 3), keepdims=True)) + 1e-5
             pixels += step_size * grads
             history = history.write(i, activation)
         return pixels, history.stack()
 
-    def _robust(self, state, filters, start, steps, learning_rate, seed, scale, size):
+    def _robust(self, state, filters, start, steps, learning_rate, seed, scale, size, sub_batch):
         """``steps`` Adam steps on Fourier spectra, the image randomly rotated/scaled/shifted each step."""
         spectrum, mean, var = state
+
+        def objective(spectrum, filters, transforms):
+            pixels = _spectrum_to_pixels(spectrum, scale, size)
+            return self.activation(keras.ops.image.affine_transform(pixels, transforms, fill_mode="reflect"), filters)
+
         history = tf.TensorArray(tf.float32, size=steps)
         for i in tf.range(steps):
-            with tf.GradientTape() as tape:
-                tape.watch(spectrum)
-                pixels = _spectrum_to_pixels(spectrum, scale, size)
-                activation = self.activation(_random_affine(pixels, tf.stack([seed, start + i])), filters)
-            grads = tape.gradient(activation, spectrum)
+            transforms = _random_transforms(tf.shape(spectrum)[0], size, tf.stack([seed, start + i]))
+            activation, grads = self.gradients(objective, spectrum, (filters, transforms), sub_batch)
             t = tf.cast(start + i + 1, tf.float32)
             mean, var = 0.9 * mean + 0.1 * grads, 0.999 * var + 0.001 * tf.square(grads)
             spectrum += learning_rate * (mean / (1 - 0.9 ** t)) / (tf.sqrt(var / (1 - 0.999 ** t)) + 1e-8)
@@ -130,7 +156,7 @@ class _Ascent:
 
     def run(self, filters, size, steps, step_size, seed, robust, progress):
         """Optimise one pattern per filter; returns (pixels (F, H, W, 3) float32, history (steps, F))."""
-        filters_t = tf.constant(filters, tf.int32)
+        filters_t, sub_batch = tf.constant(filters, tf.int32), tf.constant(min(SUB_BATCH, len(filters)))
         if robust:
             spectrum = tf.constant(_initial_spectra(filters, size, seed))
             state = (spectrum, tf.zeros_like(spectrum), tf.zeros_like(spectrum))
@@ -143,9 +169,9 @@ class _Ascent:
                 n = tf.constant(min(CHUNK, steps - start))
                 if robust:
                     state, history = self.robust(state, filters_t, tf.constant(start), n, tf.constant(step_size),
-                                                 tf.constant(seed), scale, tf.constant(size))
+                                                 tf.constant(seed), scale, tf.constant(size), sub_batch)
                 else:
-                    state, history = self.classic(state, filters_t, n, tf.constant(step_size, tf.float32))
+                    state, history = self.classic(state, filters_t, n, tf.constant(step_size, tf.float32), sub_batch)
                 histories.append(history.numpy())
                 bar.update(int(n))
         pixels = _spectrum_to_pixels(state[0], scale, size) if robust else state
@@ -183,16 +209,15 @@ def _spectrum_to_pixels(spectrum, scale, size):
     return tf.sigmoid(image) * 255.0
 
 
-def _random_affine(pixels, seed):
-    """Each image rotated by up to ±10°, scaled by 0.9–1.1 and shifted by up to ±8 px (reflect fill)."""
-    n, h, w = tf.shape(pixels)[0], tf.cast(tf.shape(pixels)[1], tf.float32), tf.cast(tf.shape(pixels)[2], tf.float32)
+def _random_transforms(n, size, seed):
+    """(n, 8) affine transforms: rotate by up to ±10°, scale by 0.9–1.1, shift by up to ±8 px, each image
+    its own (``keras.ops.image.affine_transform`` format: output (x, y) samples input (a0·x + a1·y + a2, …))."""
     angle, scale, dx, dy = tf.unstack(tf.random.stateless_uniform((4, n), seed, -1.0, 1.0))
     angle, scale, dx, dy = angle * math.radians(10), 1.0 + 0.1 * scale, 8.0 * dx, 8.0 * dy
     cos, sin = tf.cos(angle) / scale, tf.sin(angle) / scale
-    cx, cy = (w - 1) / 2, (h - 1) / 2  # output (x, y) samples input (cos·x − sin·y + a, sin·x + cos·y + b)
-    transform = tf.stack([cos, -sin, cx - cos * cx + sin * cy + dx,
-                          sin, cos, cy - sin * cx - cos * cy + dy, tf.zeros_like(cos), tf.zeros_like(cos)], axis=1)
-    return keras.ops.image.affine_transform(pixels, transform, fill_mode="reflect")
+    cy, cx = tf.unstack((tf.cast(size, tf.float32) - 1) / 2)  # about the centre
+    zeros = tf.zeros_like(cos)
+    return tf.stack([cos, -sin, cx - cos * cx + sin * cy + dx, sin, cos, cy - sin * cx - cos * cy + dy, zeros, zeros], 1)
 
 
 def _check(ascent: _Ascent, layer_name: str, filters, size):
