@@ -36,9 +36,9 @@ def main():
     args = parser.parse_args()
     bundle = cnnviz.load_model()
     filters = list(range(args.filters))
-    print(f"{args.layer}: {args.filters} filters, {args.steps} steps, {args.size}×{args.size}, {os.cpu_count()} cores, "
-          f"TF_ENABLE_ONEDNN_OPTS={os.environ['TF_ENABLE_ONEDNN_OPTS']} (cnnviz's default 0 keeps imports quiet; "
-          "1 is faster)")
+    print(f"{args.layer}: {args.filters} filters, {args.steps} steps, {args.size}×{args.size}, "
+          f"{os.cpu_count()} cores, TF_ENABLE_ONEDNN_OPTS={os.environ['TF_ENABLE_ONEDNN_OPTS']} "
+          "(cnnviz's default 0 keeps imports quiet; 1 is faster)")
 
     # Warm-ups (tracing) are not timed: one short run per batch shape.
     visualize_filters(bundle, args.layer, [0], args.size, steps=1, progress=False)

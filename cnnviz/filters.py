@@ -124,7 +124,8 @@ class _Ascent:
         activation, grads = tf.map_fn(ascend, tuple(split(t) for t in (params, *per_image)),
                                       fn_output_signature=(tf.float32, tf.float32), parallel_iterations=PARALLEL)
         grads = tf.reshape(grads, tf.concat([[-1], tf.shape(params)[1:]], 0))[:n]
-        return tf.ensure_shape(tf.reshape(activation, [-1])[:n], params.shape[:1]), tf.ensure_shape(grads, params.shape)
+        activation = tf.reshape(activation, [-1])[:n]
+        return tf.ensure_shape(activation, params.shape[:1]), tf.ensure_shape(grads, params.shape)
 
     def _classic(self, pixels, filters, steps, step_size, sub_batch):
         """``steps`` classic steps on all images at once; each image's gradient normalised by its own RMS."""
@@ -202,7 +203,8 @@ def _initial_spectra(filters, size, seed: int):
 
 
 def _spectrum_to_pixels(spectrum, scale, size):
-    """(F, 2, 3, H, W//2+1) spectra → (F, H, W, 3) pixels in (0, 255): 1/f scale, inverse FFT, colour, sigmoid."""
+    """(F, 2, 3, H, W//2+1) spectra → (F, H, W, 3) pixels in (0, 255): 1/f scale, inverse FFT, colour,
+    sigmoid."""
     spectra = tf.complex(spectrum[:, 0] * scale, spectrum[:, 1] * scale)
     image = tf.signal.irfft2d(spectra, fft_length=size) / 4.0  # (F, 3, H, W), decorrelated colours
     image = tf.einsum("fchw,dc->fhwd", image, tf.constant(COLOR_CORRELATION))
@@ -217,7 +219,8 @@ def _random_transforms(n, size, seed):
     cos, sin = tf.cos(angle) / scale, tf.sin(angle) / scale
     cy, cx = tf.unstack((tf.cast(size, tf.float32) - 1) / 2)  # about the centre
     zeros = tf.zeros_like(cos)
-    return tf.stack([cos, -sin, cx - cos * cx + sin * cy + dx, sin, cos, cy - sin * cx - cos * cy + dy, zeros, zeros], 1)
+    return tf.stack([cos, -sin, cx - cos * cx + sin * cy + dx,
+                     sin, cos, cy - sin * cx - cos * cy + dy, zeros, zeros], axis=1)
 
 
 def _check(ascent: _Ascent, layer_name: str, filters, size):
@@ -238,18 +241,20 @@ def visualize_filters(model, layer_name: str, filters=None, size=128, steps: int
     """The input pattern that maximises each filter's mean activation, all filters in one batch.
 
     model: a :class:`~cnnviz.ModelBundle` (patterns are pixels, preprocessed inside) or a Keras model.
-    layer_name: a spatial layer; filters: its filter indices, default the first 64; on ReLU6 networks prefer the BatchNorm before the activation
+    layer_name: a spatial layer. On ReLU6 networks prefer the BatchNorm output before the activation
     (``*_bn``): a ReLU6 output that is 0 or 6 everywhere has no gradient and its pattern stays noise.
-    size: int or (H, W) ≥ 32, any size whatever the model's declared input. steps: 40 classic, 160
-    robust. step: 1.0 (pixels per step) classic, Adam's learning rate 0.05 robust. The result is
-    deterministic for a given ``seed`` and a filter's start does not depend on the other filters.
-    progress: a tqdm bar, shown only when the run lasts over 2 s.
+    filters: filter indices, default the first 64. size: int or (H, W) ≥ 32, whatever the model's
+    declared input. steps: 40 classic, 64 robust. step: pixels per step (1.0) classic, Adam's
+    learning rate (0.1) robust. Deterministic for a given ``seed``; a filter's start does not depend
+    on the other filters. progress: a tqdm bar, shown only once the run has lasted 2 s.
+    Returns :class:`FilterPatterns`: ``images`` (F, H, W, 3) uint8 — deprocessed (classic) or the
+    pixels themselves (robust, already valid colours) — plus activations and the loss curve.
     """
     keras_model, preprocess = unwrap(model)
     ascent = _ascent(keras_model, preprocess, layer_name)
     filters, size = _check(ascent, layer_name, filters, size)
-    steps = steps or (160 if robust else 40)
-    step = step or (0.05 if robust else 1.0)
+    steps = steps or (64 if robust else 40)
+    step = step or (0.1 if robust else 1.0)
     pixels, history = ascent.run(filters, size, steps, step, seed, robust, progress)
     activation = ascent.activation(pixels, tf.constant(filters)).numpy()
     images = np.clip(pixels.numpy(), 0, 255).astype("uint8") if robust else deprocess_image(pixels)
