@@ -12,11 +12,14 @@ $(STAMP): pyproject.toml
 	$(PY) -m pip install --quiet -e ".[notebooks,dev]"
 	touch $(STAMP)
 
+# JupyterLab refuses to start as root (containers, some classroom machines) unless told it may.
+ROOT_FLAG := $(if $(filter 0,$(shell id -u)),--allow-root)
+
 lab: $(STAMP)  ## open JupyterLab on the notebooks
-	$(VENV)/bin/jupyter lab notebooks
+	$(VENV)/bin/jupyter lab $(ROOT_FLAG) notebooks
 
 test: $(STAMP)  ## unit tests + nbval re-execution of every notebook (pytest's exit 5, no tests, fails too)
-	$(PY) -m pytest --nbval --nbval-current-env --nbval-sanitize-with notebooks/sanitize.cfg tests notebooks
+	$(PY) -m pytest --nbval --nbval-current-env --nbval-sanitize-with tests/nbval_sanitize.cfg tests notebooks
 
 unit: $(STAMP)  ## unit tests only
 	$(PY) -m pytest tests
