@@ -66,9 +66,8 @@ def conv_layers(model, input_size=None) -> list[LayerInfo]:
     """
     input_size = input_size or getattr(model, "input_size", None)
     keras_model = as_keras_model(model)
-    infos = [LayerInfo(layer.name, _output_shape(layer), path) for layer, path in _walk(keras_model)
-             if not isinstance(layer, keras.layers.InputLayer) and _output_shape(layer) is not None
-             and len(_output_shape(layer)) == 4]
+    infos = [LayerInfo(layer.name, shape, path) for layer, path in _walk(keras_model)
+             if not isinstance(layer, keras.layers.InputLayer) and len(shape := _output_shape(layer) or ()) == 4]
     if input_size is None or not infos:
         return infos
     probe = tap_model(keras_model, [info.name for info in infos], score=None)
