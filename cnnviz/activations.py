@@ -8,13 +8,12 @@ instead of NaN, and a channel count not divisible by ``images_per_row`` keeps ev
 """
 from __future__ import annotations
 
-import math
-
 import keras
 import matplotlib
 import matplotlib.pyplot as plt
 import numpy as np
 
+from .images import as_batch, tile
 from .layers import as_keras_model, conv_layers, tap_model
 from .models import unwrap
 
@@ -45,14 +44,6 @@ def activation_model(model, layer_names=None, depth: int = 8) -> keras.Model:
     return tap_model(keras_model, _layer_names(keras_model, layer_names, depth), score=None)
 
 
-def _as_batch(images) -> np.ndarray:
-    batch = np.asarray(images, dtype="float32")
-    batch = batch[None] if batch.ndim == 3 else batch
-    if batch.ndim != 4:
-        raise ValueError(f"images must be one image (H, W, C) or a batch (N, H, W, C), got shape {batch.shape}")
-    return batch
-
-
 def layer_activations(model, images, layer_names=None, depth: int = 8) -> dict[str, np.ndarray]:
     """{layer name: activation (N, h, w, c)} for ``images`` — one forward pass for all layers.
 
@@ -62,7 +53,7 @@ def layer_activations(model, images, layer_names=None, depth: int = 8) -> dict[s
     """
     keras_model, preprocess = unwrap(model)
     names = _layer_names(keras_model, layer_names, depth)
-    outputs = activation_model(keras_model, names)(preprocess(_as_batch(images)), training=False)
+    outputs = activation_model(keras_model, names)(preprocess(as_batch(images)[0]), training=False)
     return {name: keras.ops.convert_to_numpy(output) for name, output in zip(names, outputs)}
 
 
@@ -100,14 +91,7 @@ def _normalise(maps: np.ndarray) -> np.ndarray:
 
 def _tile(maps: np.ndarray, images_per_row: int, separator: int, fill) -> np.ndarray:
     """Lay the channels of (h, w, c) row by row into one 2-D image; gaps and empty slots get ``fill``."""
-    h, w, c = maps.shape
-    cols = min(images_per_row, c)
-    rows = math.ceil(c / cols)
-    grid = np.full((rows * (h + separator) - separator, cols * (w + separator) - separator), fill, maps.dtype)
-    for k in range(c):
-        top, left = (k // cols) * (h + separator), (k % cols) * (w + separator)
-        grid[top:top + h, left:left + w] = maps[:, :, k]
-    return grid
+    return tile(np.moveaxis(maps, -1, 0), min(images_per_row, maps.shape[-1]), separator, fill)
 
 
 def activation_grid(activation, images_per_row: int = 16, separator: int = 0, fill: int = 255) -> np.ndarray:

@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import math
 import os
-from functools import lru_cache, partial
+from functools import partial
 from typing import NamedTuple
 
 import keras
@@ -20,7 +20,8 @@ import numpy as np
 import tensorflow as tf
 from tqdm.auto import tqdm
 
-from .layers import spatial_layer, tap_model
+from .images import tile
+from .layers import per_model_cache, spatial_layer, tap_model
 from .models import unwrap
 
 __all__ = ["FilterPatterns", "deprocess_image", "filter_grid", "generate_pattern", "visualize_filters"]
@@ -71,14 +72,7 @@ def filter_grid(images, margin: int = 5, columns: int | None = None) -> np.ndarr
     images = np.asarray(images)
     if images.ndim != 4 or len(images) == 0:
         raise ValueError(f"filter_grid expects a non-empty (N, H, W, C) batch, got shape {images.shape}")
-    n, h, w, c = images.shape
-    columns = columns or math.ceil(math.sqrt(n))
-    rows = math.ceil(n / columns)
-    grid = np.zeros((rows * h + (rows - 1) * margin, columns * w + (columns - 1) * margin, c), images.dtype)
-    for i, image in enumerate(images):
-        top, left = (i // columns) * (h + margin), (i % columns) * (w + margin)
-        grid[top:top + h, left:left + w] = image
-    return grid
+    return tile(images, columns or math.ceil(math.sqrt(len(images))), margin, fill=0)
 
 
 class _Ascent:
@@ -179,9 +173,12 @@ class _Ascent:
         return pixels, np.concatenate(histories)
 
 
-@lru_cache(maxsize=8)
 def _ascent(keras_model, preprocess, layer_name: str) -> _Ascent:
-    return _Ascent(keras_model, preprocess, layer_name)
+    cache = per_model_cache(keras_model)
+    key = ("ascent", layer_name, preprocess)
+    if key not in cache:
+        cache[key] = _Ascent(keras_model, preprocess, layer_name)
+    return cache[key]
 
 
 def _grey_noise(size, seed: int, filter_index: int) -> np.ndarray:

@@ -16,7 +16,6 @@ and the gradients once, compiled, cached per (model, layer, score); the public f
 """
 from __future__ import annotations
 
-import weakref
 from pathlib import Path
 from typing import Callable, NamedTuple
 
@@ -25,7 +24,8 @@ import numpy as np
 import tensorflow as tf
 from PIL import Image
 
-from .layers import spatial_layer, tap_model
+from .images import as_batch
+from .layers import per_model_cache, spatial_layer, tap_model
 from .models import unwrap
 
 __all__ = ["GradCamParts", "gradcam", "gradcam_loop", "gradcam_parts", "overlay", "save_gradcam",
@@ -115,25 +115,14 @@ class _GradCam:
         return GradCamParts(*(t.numpy() for t in compiled(images, classes)))
 
 
-_CACHE: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()  # keras model → {(layer, score): _GradCam}
-
-
 def _plumbing(keras_model, layer, score) -> _GradCam:
-    per_model = _CACHE.setdefault(keras_model, {})
-    key = (layer, score)
-    if key not in per_model:  # layer=None and its resolved name share one compiled function
+    cache = per_model_cache(keras_model)
+    key = ("gradcam", layer, score)
+    if key not in cache:  # layer=None and its resolved name share one compiled function
         name = spatial_layer(keras_model, layer).name  # wrong / non-spatial layer → clear ValueError
-        per_model[key] = per_model[(name, score)] = per_model.get((name, score)) or _GradCam(keras_model, name, score)
-    return per_model[key]
-
-
-def _as_batch(images):
-    images = np.asarray(images, dtype="float32")
-    if images.ndim == 3:
-        return images[None], True
-    if images.ndim != 4:
-        raise ValueError(f"images must be (N, H, W, 3) or one (H, W, 3) image, got shape {images.shape}")
-    return images, False
+        resolved = ("gradcam", name, score)
+        cache[key] = cache[resolved] = cache.get(resolved) or _GradCam(keras_model, name, score)
+    return cache[key]
 
 
 def _class_matrix(class_index, n: int, top: int, num_classes: int) -> np.ndarray:
@@ -171,7 +160,7 @@ def gradcam_parts(model, images, layer=None, class_index=None, top: int = 1, sco
     Keep ``activations`` and ``weights`` to redraw any class with :func:`weighted_heatmap`.
     """
     keras_model, preprocess = unwrap(model)
-    batch, _ = _as_batch(images)
+    batch, _ = as_batch(images)
     cam = _plumbing(keras_model, layer, score)
     classes = np.zeros((len(batch), 1)) if score is not None else _class_matrix(class_index, len(batch), top,
                                                                                  cam.num_classes)
@@ -185,7 +174,7 @@ def gradcam(model, images, layer=None, class_index=None, score=None) -> np.ndarr
     or one per image. Logits are used, not probabilities; the model is never modified. Compiled and
     cached per (model, layer, score): repeated calls and other classes do not retrace.
     """
-    batch, single = _as_batch(images)
+    batch, single = as_batch(images)
     heatmaps = gradcam_parts(model, batch, layer, class_index, 1, score).heatmaps[:, 0]
     return heatmaps[0] if single else heatmaps
 
@@ -196,7 +185,7 @@ def gradcam_loop(model, images, layer=None, class_index=None, score=None) -> np.
     ``K.function`` gave numpy: pooled gradients (c,) and the conv output (h, w, c); each channel is
     scaled by its weight in a Python loop, then averaged over channels (DLwP 1st ed.).
     """
-    batch, single = _as_batch(images)
+    batch, single = as_batch(images)
     parts = gradcam_parts(model, batch, layer, class_index, 1, score)
     heatmaps = []
     for conv_output, pooled_grads in zip(parts.activations.copy(), parts.weights[:, 0]):

@@ -43,6 +43,29 @@ def to_rgb(image: Image.Image) -> np.ndarray:
     return np.asarray(image.convert("RGB"), dtype="float32")
 
 
+def as_batch(images) -> tuple[np.ndarray, bool]:
+    """One image (H, W, C) or a batch (N, H, W, C) → float32 (N, H, W, C), and whether one was given."""
+    batch = np.asarray(images, dtype="float32")
+    single = batch.ndim == 3
+    batch = batch[None] if single else batch
+    if batch.ndim != 4:
+        raise ValueError(f"images must be one image (H, W, C) or a batch (N, H, W, C), got shape {batch.shape}")
+    return batch, single
+
+
+def tile(images: np.ndarray, columns: int, margin: int = 0, fill=0) -> np.ndarray:
+    """Lay images (N, H, W, …) row by row, ``columns`` per row, into one (rows·(H+m)−m, columns·(W+m)−m, …)
+    array; margins and empty slots get ``fill``. Keeps the dtype of ``images``."""
+    n, h, w = images.shape[:3]
+    rows = -(-n // columns)
+    grid = np.full((rows * (h + margin) - margin, columns * (w + margin) - margin, *images.shape[3:]), fill,
+                   images.dtype)
+    for i, image in enumerate(images):
+        top, left = (i // columns) * (h + margin), (i % columns) * (w + margin)
+        grid[top:top + h, left:left + w] = image
+    return grid
+
+
 def fit(image: np.ndarray, size, crop: float = 1.0) -> np.ndarray:
     """Centre-crop ``image`` (H, W, 3) to the aspect of ``size`` = (h, w), keeping ``crop`` of the
     largest such crop, then resize to (h, w, 3) with bicubic resampling (no distortion)."""

@@ -10,6 +10,7 @@ layer's output. The layers (and so the weights) are shared, never copied; the mo
 from __future__ import annotations
 
 import difflib
+import weakref
 from typing import NamedTuple
 
 import keras
@@ -157,6 +158,15 @@ def _input_tensor(model):
         raise ValueError(f"model {model.name!r} has no defined input yet (a Keras 3 Sequential gets one when "
                          "it is built): start it with keras.Input(shape=...) or call model.build((None, H, W, 3))"
                          ) from error
+
+
+_PER_MODEL: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
+
+
+def per_model_cache(keras_model) -> dict:
+    """A dict that lives as long as ``keras_model``: where compiled helpers (Grad-CAM, gradient ascent)
+    are kept per (purpose, layer, …) so repeated calls neither rebuild nor retrace them."""
+    return _PER_MODEL.setdefault(keras_model, {})
 
 
 def tap_model(model, layer_names, score="logits") -> keras.Model:
