@@ -1,12 +1,11 @@
 """cnnviz — what a convolutional network sees: activations, filters, Grad-CAM, a class explorer.
 
-Importing cnnviz quietens TensorFlow's C++ logging before TensorFlow loads, so no log line lands in
-a notebook (``setdefault``: a value you set yourself wins).
+Importing cnnviz loads TensorFlow with its C++ start-up notices kept out of the notebook (see
+``cnnviz._quiet``); import cnnviz before TensorFlow to get that.
 """
-import os
+from ._quiet import import_tensorflow_quietly
 
-os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
-os.environ.setdefault("TF_ENABLE_ONEDNN_OPTS", "0")
+import_tensorflow_quietly()
 
 from .images import load_image, sample_images  # noqa: E402
 from .layers import conv_layers, get_layer, tap_model  # noqa: E402

@@ -4,9 +4,10 @@ Gradient ascent in input space. The classic recipe (Deep Learning with Python, k
 what convnets learn"): start from grey noise, then repeat ``x += step * g / (rms(g) + 1e-5)`` where
 ``g`` is the gradient of the filter's mean activation; show ``deprocess_image(x)``.
 :func:`visualize_filters` runs it for many filters at once — one batch, one compiled loop, on a model
-truncated at the target layer. ``robust=True`` follows Lucid (Olah et al., 2017): the image is
-parameterised by a 1/f-scaled Fourier spectrum in decorrelated colour space, optimised with Adam
-while a random rotation, scale and shift move it at every step, so only robust patterns survive.
+truncated at the target layer with its batch norms folded into the convolutions (``cnnviz.folding``).
+``robust=True`` follows Lucid (Olah et al., 2017): the image is parameterised by a 1/f-scaled Fourier
+spectrum in decorrelated colour space, optimised with Adam while a random rotation, scale and shift
+move it at every step, so only robust patterns survive.
 """
 from __future__ import annotations
 
@@ -20,6 +21,7 @@ import numpy as np
 import tensorflow as tf
 from tqdm.auto import tqdm
 
+from .folding import fold_batchnorm
 from .images import tile
 from .layers import per_model_cache, spatial_layer, tap_model
 from .models import unwrap
@@ -85,7 +87,7 @@ class _Ascent:
         if any(dim is not None for dim in extractor.inputs[0].shape[1:3]):  # fixed declared size: free it
             flexible = keras.Input((None, None, extractor.inputs[0].shape[-1]))
             extractor = keras.models.clone_model(extractor, input_tensors=flexible, clone_function=lambda l: l)
-        self.extractor = extractor
+        self.extractor = fold_batchnorm(extractor)  # same maps, ~25% less work per step
         # partial(): TF counts traces per code object, so a bound method's traces on all instances add
         # up and warn of "retracing" once a notebook visits five layers; a partial is counted on its own.
         self.classic = tf.function(partial(self._classic), reduce_retracing=True)

@@ -2,8 +2,10 @@
 import hashlib
 import io
 import json
+import os
 import pickle
 import re
+import subprocess
 import sys
 import tomllib
 from pathlib import Path
@@ -118,3 +120,24 @@ def test_readme_gives_the_two_commands_and_ci_runs_make_test():
     assert "make test" in (ROOT / ".ci" / "run").read_text()
     makefile = (ROOT / "Makefile").read_text()
     assert re.search(r"^lab:", makefile, re.M) and re.search(r"^test:", makefile, re.M)
+
+
+def run_python(code):
+    """Run ``code`` in a fresh interpreter with no TF_* variables set (TensorFlow's defaults)."""
+    environment = {k: v for k, v in os.environ.items() if not k.startswith("TF_")}
+    return subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=environment,
+                          cwd=ROOT, timeout=300)
+
+
+def test_importing_cnnviz_writes_nothing_to_stderr_with_onednn_on():
+    result = run_python("import cnnviz, tensorflow as tf; print(tf.reduce_sum(tf.ones(3)).numpy())")
+    assert result.returncode == 0 and result.stdout == "3.0\n"
+    assert result.stderr == ""  # a bare `import tensorflow` prints the oneDNN notice here (Linux x86-64)
+
+
+def test_quiet_import_passes_on_every_other_stderr_line():
+    code = ("import os, re\nfrom cnnviz._quiet import stderr_without\n"
+            "with stderr_without(re.compile('notice')):\n    os.write(2, b'a notice\\nkeep me\\n')\n"
+            "os.write(2, b'after\\n')")
+    result = run_python(code)
+    assert result.returncode == 0 and result.stderr == "keep me\nafter\n"
