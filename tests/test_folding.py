@@ -4,6 +4,7 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
+import cnnviz
 from cnnviz.folding import fold_batchnorm
 from cnnviz.layers import tap_model
 
@@ -87,3 +88,15 @@ def test_a_shared_conv_is_not_folded():
     x = np.random.default_rng(2).normal(0, 1, (1, 8, 8, 3)).astype("float32")
     for want, got in zip(model(x), folded(x)):
         np.testing.assert_allclose(got, want, rtol=1e-5, atol=1e-5)
+
+
+@pytest.mark.parametrize("name, kept", [("resnet50", 0), ("xception", 34)])  # Xception's SeparableConv2D: kept
+def test_seed_architectures_fold_to_the_same_maps(name, kept):
+    seed = cnnviz.load_model(name, weights=None)
+    randomise_statistics(seed.model)
+    tap = tap_model(seed.model, [seed.last_conv_layer], score=None)
+    folded = fold_batchnorm(tap)
+    assert len(batchnorms(folded)) == kept < len(batchnorms(tap))
+    x = seed.preprocess(tf.random.stateless_uniform((1, *seed.input_size, 3), (0, 2), 0, 255))
+    want, got = tap(x)[0][0], folded(x)[0][0]
+    np.testing.assert_allclose(got, want, atol=1e-4 * float(tf.reduce_max(tf.abs(want))))
