@@ -30,7 +30,7 @@ __all__ = ["FilterPatterns", "deprocess_image", "filter_grid", "generate_pattern
 
 MIN_SIZE = 32
 CHUNK = 10  # steps per compiled call: the progress bar moves between chunks
-SUB_BATCH = 4  # images per sub-batch inside the compiled step (see _Ascent.gradients)
+SUB_BATCH = 8  # images per sub-batch inside the compiled step (see _Ascent.gradients)
 PARALLEL = max(2, os.cpu_count() or 2)  # sub-batches computed at the same time
 # Lucid's colour correlation of ImageNet (square root of the RGB covariance), columns normalised.
 COLOR_CORRELATION = np.array([[0.26, 0.09, 0.02], [0.27, 0.00, -0.05], [0.27, -0.09, 0.03]], "float32")

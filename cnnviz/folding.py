@@ -36,10 +36,7 @@ class _FoldedConv(keras.layers.Layer):
         if isinstance(conv, keras.layers.DepthwiseConv2D):  # kernel (h, w, in, multiplier), out = in·multiplier
             kernel = conv.kernel * keras.ops.reshape(scale, conv.kernel.shape[2:])
             return tf.nn.bias_add(keras.ops.depthwise_conv(x, kernel, **options), shift)
-        kernel = conv.kernel * scale
-        if tuple(kernel.shape[:2]) == (1, 1) and tuple(conv.strides) == (1, 1):  # pointwise: a matmul
-            return tf.nn.bias_add(keras.ops.matmul(x, kernel[0, 0]), shift)
-        return tf.nn.bias_add(keras.ops.conv(x, kernel, **options), shift)
+        return tf.nn.bias_add(keras.ops.conv(x, conv.kernel * scale, **options), shift)
 
 
 def _foldable(conv, batchnorm) -> bool:
