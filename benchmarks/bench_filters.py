@@ -33,22 +33,25 @@ def seed_loop(bundle, layer_name, compiled):
     model, preprocess = unwrap(bundle)
     feature_extractor = keras.Model(model.inputs, model.get_layer(layer_name).output)
 
+    def loss_of(image, filter_index):  # TF1: loss = K.mean(layer_output[:, :, :, filter_index])
+        return tf.reduce_mean(feature_extractor(preprocess(image))[..., filter_index])
+
     def iterate(image, filter_index):  # TF1: K.function([model.input], [loss, grads])
         with tf.GradientTape() as tape:  # TF1: grads = K.gradients(loss, model.input)[0]
             tape.watch(image)
-            loss = tf.reduce_mean(feature_extractor(preprocess(image))[..., filter_index])
+            loss = loss_of(image, filter_index)
         grads = tape.gradient(loss, image)
         return loss, grads / (tf.sqrt(tf.reduce_mean(tf.square(grads))) + 1e-5)
 
     if compiled:
-        iterate = tf.function(iterate)
+        iterate, loss_of = tf.function(iterate), tf.function(loss_of)
 
     def pattern(filter_index, size, steps, seed=0):
         image = _grey_noise((size, size), seed, filter_index)[None]  # random * 20 + 128, as in cnnviz
         for _ in range(steps):
             _, grads = iterate(tf.constant(image), tf.constant(filter_index))
             image += 1.0 * grads.numpy()
-        return float(iterate(tf.constant(image), tf.constant(filter_index))[0])  # on the final image
+        return float(loss_of(tf.constant(image), tf.constant(filter_index)))  # forward only, as cnnviz
 
     return pattern
 

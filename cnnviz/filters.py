@@ -84,14 +84,14 @@ class _Ascent:
         self.preprocess = preprocess
         self.channels = spatial_layer(keras_model, layer_name).output.shape[-1]
         extractor = tap_model(keras_model, [layer_name], score=None)
-        if any(dim is not None for dim in extractor.inputs[0].shape[1:3]):  # fixed declared size: free it
-            flexible = keras.Input((None, None, extractor.inputs[0].shape[-1]))
-            extractor = keras.models.clone_model(extractor, input_tensors=flexible, clone_function=lambda l: l)
-        self.extractor = fold_batchnorm(extractor)  # same maps, ~25% less work per step
+        declared = extractor.inputs[0].shape
+        flexible = keras.Input((None, None, declared[-1])) if any(declared[1:3]) else None  # any size ≥ 32
+        self.extractor = fold_batchnorm(extractor, flexible)  # same maps, ~25% less work per step
         # partial(): TF counts traces per code object, so a bound method's traces on all instances add
         # up and warn of "retracing" once a notebook visits five layers; a partial is counted on its own.
         self.classic = tf.function(partial(self._classic), reduce_retracing=True)
         self.robust = tf.function(partial(self._robust), reduce_retracing=True)
+        self.final_activation = tf.function(partial(self.activation), reduce_retracing=True)
 
     def activation(self, pixels, filters):
         """Mean activation of filter ``filters[i]`` on image ``pixels[i]``: (F, H, W, 3) → (F,)."""
@@ -255,7 +255,7 @@ def visualize_filters(model, layer_name: str, filters=None, size=128, steps: int
     steps = steps or (64 if robust else 40)
     step = step or (0.1 if robust else 1.0)
     pixels, history = ascent.run(filters, size, steps, step, seed, robust, progress)
-    activation = ascent.activation(pixels, tf.constant(filters)).numpy()
+    activation = ascent.final_activation(pixels, tf.constant(filters)).numpy()
     images = np.clip(pixels.numpy(), 0, 255).astype("uint8") if robust else deprocess_image(pixels)
     return FilterPatterns(images, activation, history, filters)
 
