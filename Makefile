@@ -4,7 +4,7 @@ VENV := .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed-stamp
 
-.PHONY: lab test unit notebooks execute clean
+.PHONY: lab test unit notebooks execute dist clean
 
 $(STAMP): pyproject.toml
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -29,6 +29,9 @@ execute: $(STAMP)  ## re-run every notebook from a fresh kernel and store its ou
 	  $(VENV)/bin/jupyter nbconvert --to notebook --execute --inplace --ExecutePreprocessor.kernel_name=python3 "$$nb" && \
 	  $(VENV)/bin/nbstripout --keep-output --keep-count --extra-keys "metadata.widgets" "$$nb" || exit 1; \
 	done
+
+dist: $(STAMP)  ## build the wheel and the sdist into dist/ (package data included)
+	$(PY) -m build --outdir dist .
 
 clean:
 	rm -rf $(VENV)

@@ -194,6 +194,15 @@ def test_readme_gives_the_two_commands_and_ci_runs_make_test():
     assert re.search(r"^lab:", makefile, re.M) and re.search(r"^test:", makefile, re.M)
 
 
+def test_readme_says_how_to_run_it_elsewhere():
+    readme = (ROOT / "README.md").read_text()
+    section = readme.split("## Run it elsewhere", 1)[1].split("\n## ", 1)[0]
+    for place in ("pip install", "conda env create", "Binder", "Colab", "JupyterHub", "macOS", "aarch64", "Windows",
+                  "Not tried here"):
+        assert place in section, place
+    assert "cnnviz/data/" in readme and "## The command line" in readme
+
+
 def run_python(code):
     """Run ``code`` in a fresh interpreter with no TF_* variables set (TensorFlow's defaults)."""
     environment = {k: v for k, v in os.environ.items() if not k.startswith("TF_")}
