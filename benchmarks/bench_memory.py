@@ -39,17 +39,18 @@ def explorer_sweeps(bundle, layers: int | None, sweeps: int, verbose: bool):
     start = rss()
     times = []
     for sweep in range(sweeps):
-        before = rss()
+        before, peak = rss(), 0.0
         for name in names:
             t = time.perf_counter()
             explorer.layer_picker.value = name
             times.append(time.perf_counter() - t)
+            peak = max(peak, rss() - start)
             if verbose:
                 print(f"  sweep {sweep + 1} {name:<28} {rss() - before:+8.1f} MiB  {1000 * times[-1]:7.0f} ms")
         gc.collect()
         print(f"sweep {sweep + 1}: {rss() - before:+.1f} MiB over {len(names)} layers "
               f"({(rss() - before) / len(names):+.2f} MiB per layer), median {1000 * statistics.median(times):.0f} ms "
-              f"per new layer, total since start {rss() - start:+.1f} MiB")
+              f"per new layer, total since start {rss() - start:+.1f} MiB (peak {peak:+.1f})")
     switches = []
     for i in range(20):
         t = time.perf_counter()
