@@ -20,6 +20,7 @@ import matplotlib
 import numpy as np
 from PIL import Image
 
+from .caching import LRUCache
 from .gradcam import gradcam_parts, overlay, upsample
 from .images import fit, load_image, sample_images
 from .layers import conv_layers
@@ -30,6 +31,7 @@ __all__ = ["ClassExplorer", "class_labels", "png_bytes"]
 MAX_UPLOAD_BYTES = 20_000_000
 COLORMAPS = ("jet", "turbo", "inferno", "viridis", "magma")
 UPLOADED = "⬆ "  # prefix of uploaded photos in the photo list
+CACHED_MAPS = 64  # (layer, class) heatmaps kept for the current photo: ~10 layers' top 5, ≤ 3.2 MB
 
 
 def png_bytes(pixels) -> bytes:
@@ -85,7 +87,7 @@ class ClassExplorer:
         self.message = ""
         self.heatmap = None  # the (h, w) map on display
         self._photos = {}  # name → pixels (H, W, 3) at the model's input size
-        self._heatmaps = {}  # (layer, class index) → (h, w) for the current photo
+        self._heatmaps = LRUCache(CACHED_MAPS)  # (layer, class index) → (h, w) for the current photo
         self._updating = False  # True while the explorer itself sets widget values
         self._build_widgets()
         first = "cat_and_coffee" if image is None else image
@@ -211,7 +213,8 @@ class ClassExplorer:
         self.forward_passes += 1
         self.probabilities = np.asarray(keras.ops.softmax(parts.outputs[0]), dtype="float64")
         self.best = [int(i) for i in parts.class_indices[0]]
-        self._heatmaps = {(self.layer, c): heatmap for c, heatmap in zip(self.best, parts.heatmaps[0])}
+        self._heatmaps.clear()
+        self._heatmaps.update({(self.layer, c): heatmap for c, heatmap in zip(self.best, parts.heatmaps[0])})
         with self._holding():
             self.image_picker.value = name
             self.class_picker.options = [(f"{self.labels[i]} · {self.probabilities[i]:.1%}", i) for i in self.best]

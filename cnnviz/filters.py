@@ -21,9 +21,10 @@ import numpy as np
 import tensorflow as tf
 from tqdm.auto import tqdm
 
+from .caching import function_key, per_model_cache
 from .folding import fold_batchnorm
 from .images import tile
-from .layers import per_model_cache, spatial_layer, tap_model
+from .layers import spatial_layer, tap_model
 from .models import unwrap
 
 __all__ = ["FilterPatterns", "deprocess_image", "filter_grid", "generate_pattern", "visualize_filters"]
@@ -176,11 +177,9 @@ class _Ascent:
 
 
 def _ascent(keras_model, preprocess, layer_name: str) -> _Ascent:
-    cache = per_model_cache(keras_model)
-    key = ("ascent", layer_name, preprocess)
-    if key not in cache:
-        cache[key] = _Ascent(keras_model, preprocess, layer_name)
-    return cache[key]
+    """The compiled ascent of (model, layer, preprocess), from the model's bounded cache (a few recent)."""
+    return per_model_cache(keras_model, "ascent").lookup((layer_name, function_key(preprocess)),
+                                                         lambda: _Ascent(keras_model, preprocess, layer_name))
 
 
 def _grey_noise(size, seed: int, filter_index: int) -> np.ndarray:

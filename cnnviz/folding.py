@@ -13,7 +13,7 @@ import collections
 import keras
 import tensorflow as tf
 
-from .layers import as_keras_model
+from .layers import as_keras_model, leaves_layers_unchanged
 
 __all__ = ["fold_batchnorm"]
 
@@ -63,6 +63,7 @@ def _pairs(keras_model) -> dict:
     return pairs
 
 
+@leaves_layers_unchanged
 def fold_batchnorm(model, input_tensors=None) -> keras.Model:
     """The same functional model with each inference-mode BatchNormalization folded into the linear
     convolution before it: about a quarter less work forward and backward (gradient ascent, notebook

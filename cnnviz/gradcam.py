@@ -6,7 +6,8 @@ For a class score y and a spatial layer's activations A (h, w, c)::
     L   = ReLU(Σ_k α_k A_k) / max          (heatmap (h, w) in [0, 1])
 
 One piece of plumbing (:class:`_GradCam`, like pytorch-grad-cam's ``base_cam``) runs the forward pass
-and the gradients once, compiled, cached per (model, layer, score); the public functions are thin:
+and the gradients once, compiled, cached per (model, layer, score) — the most recent few, see
+:mod:`cnnviz.caching`; the public functions are thin:
 
 - :func:`gradcam` — the TF2 form (``A @ α[:, None]``), batched, one class per image;
 - :func:`gradcam_loop` — the TF1-era form (numpy vector, per-channel loop, ``np.mean``);
@@ -16,6 +17,7 @@ and the gradients once, compiled, cached per (model, layer, score); the public f
 """
 from __future__ import annotations
 
+from functools import partial
 from pathlib import Path
 from typing import Callable, NamedTuple
 
@@ -24,8 +26,9 @@ import numpy as np
 import tensorflow as tf
 from PIL import Image
 
+from .caching import function_key, per_model_cache
 from .images import as_batch
-from .layers import per_model_cache, spatial_layer, tap_model
+from .layers import spatial_layer, tap_model
 from .models import unwrap
 
 __all__ = ["GradCamParts", "gradcam", "gradcam_loop", "gradcam_parts", "overlay", "save_gradcam",
@@ -78,8 +81,10 @@ class _GradCam:
         self.num_classes = self.tap.outputs[-1].shape[-1]
         # One trace each, whatever the batch size, image size or classes: shapes left open, classes a tensor.
         signature = [tf.TensorSpec(self.tap.inputs[0].shape, tf.float32), tf.TensorSpec((None, None), tf.int32)]
-        self.one_class = tf.function(lambda x, classes: self._compute(x, classes, False), input_signature=signature)
-        self.many_classes = tf.function(lambda x, classes: self._compute(x, classes, True), input_signature=signature)
+        # partial(), not a lambda: TF counts traces per code object, so lambdas written here add up over all
+        # layers and warn of "retracing" from the 4th; each partial is counted on its own.
+        self.one_class = tf.function(partial(self._compute, jacobian=False), input_signature=signature)
+        self.many_classes = tf.function(partial(self._compute, jacobian=True), input_signature=signature)
 
     def _compute(self, images, classes, jacobian: bool):
         """images (N, H, W, 3) preprocessed; classes (N, k) class indices, or -r for the r-th best class."""
@@ -116,13 +121,11 @@ class _GradCam:
 
 
 def _plumbing(keras_model, layer, score) -> _GradCam:
-    cache = per_model_cache(keras_model)
-    key = ("gradcam", layer, score)
-    if key not in cache:  # layer=None and its resolved name share one compiled function
-        name = spatial_layer(keras_model, layer).name  # wrong / non-spatial layer → clear ValueError
-        resolved = ("gradcam", name, score)
-        cache[key] = cache[resolved] = cache.get(resolved) or _GradCam(keras_model, name, score)
-    return cache[key]
+    """The compiled Grad-CAM of (model, layer, score), from the model's bounded cache: a few recent ones
+    are kept (a sweep over every layer, or a new ``score`` lambda per call, does not grow memory)."""
+    name = spatial_layer(keras_model, layer).name  # wrong / non-spatial layer → clear ValueError
+    return per_model_cache(keras_model, "gradcam").lookup((name, function_key(score)),
+                                                          lambda: _GradCam(keras_model, name, score))
 
 
 def _class_matrix(class_index, n: int, top: int, num_classes: int) -> np.ndarray:
@@ -172,7 +175,8 @@ def gradcam(model, images, layer=None, class_index=None, score=None) -> np.ndarr
 
     One image (H, W, 3) gives one (h, w) map. class_index: None (top class of each image), an int,
     or one per image. Logits are used, not probabilities; the model is never modified. Compiled and
-    cached per (model, layer, score): repeated calls and other classes do not retrace.
+    cached per (model, layer, score), the 2 most recent per model: repeated calls and other classes do
+    not retrace; a new ``lambda`` per call with the same code and values shares one compiled function.
     """
     batch, single = as_batch(images)
     heatmaps = gradcam_parts(model, batch, layer, class_index, 1, score).heatmaps[:, 0]

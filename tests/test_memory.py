@@ -1,0 +1,196 @@
+"""Nothing grows without bound (issue 11, part 4): compiled helpers live in small per-model LRU caches.
+
+The growth tests run a fresh Python process each and read its RSS; their bounds are generous. The
+full sweep over all 140 layers, with timings, is ``benchmarks/bench_memory.py``.
+"""
+import gc
+import json
+import os
+import subprocess
+import sys
+import textwrap
+import weakref
+from pathlib import Path
+
+import keras
+import numpy as np
+import pytest
+
+import cnnviz
+from cnnviz.caching import _PER_MODEL, CACHE_SIZE, LRUCache, function_key, per_model_cache
+
+ROOT = Path(__file__).resolve().parents[1]
+
+PRELUDE = """
+import gc, json
+import numpy as np
+import cnnviz
+
+def rss():
+    try:
+        with open("/proc/self/status") as status:
+            return next(int(line.split()[1]) for line in status if line.startswith("VmRSS:")) / 1024
+    except OSError:
+        import psutil
+        return psutil.Process().memory_info().rss / 2 ** 20
+
+def growth(action):
+    gc.collect()
+    before = rss()
+    action()
+    gc.collect()
+    return rss() - before
+
+bundle = cnnviz.load_model()
+"""
+
+
+def run_fresh(body: str, timeout: int = 900) -> tuple[dict, str]:
+    """Run PRELUDE + body in a new Python (this checkout first on the path); → (its last stdout line as
+    JSON, its stderr)."""
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(ROOT), os.environ.get("PYTHONPATH", "")])}
+    done = subprocess.run([sys.executable, "-c", PRELUDE + textwrap.dedent(body)], cwd=ROOT, env=env,
+                          capture_output=True, text=True, timeout=timeout)
+    assert done.returncode == 0, done.stderr[-3000:]
+    return json.loads(done.stdout.strip().splitlines()[-1]), done.stderr
+
+
+def test_explorer_layer_sweeps_stay_bounded_and_quiet():
+    # 40 of the 140 layers, evenly spaced (the heavy early ones included), twice: ~2 s per new layer.
+    result, stderr = run_fresh("""
+        explorer = cnnviz.ClassExplorer(bundle)
+        names = [info.name for info in cnnviz.conv_layers(bundle)][::3][:40]
+        def sweep():
+            for name in names:
+                explorer.layer_picker.value = name
+        first, second = growth(sweep), growth(sweep)
+        print(json.dumps({"first": first, "second": second, "layers": len(names),
+                          "on_last": explorer.layer == names[-1] and explorer.heatmap.shape == (7, 7)}))
+    """)
+    assert result["layers"] == 40 and result["on_last"]
+    assert result["first"] < 300, f"a sweep over 40 layers grew RSS by {result['first']:.0f} MiB"
+    assert result["second"] < 50, f"a second sweep grew RSS by {result['second']:.0f} MiB more"
+    assert stderr == "", f"printed during the sweeps: {stderr[:500]}"  # e.g. TF's "retracing" warnings
+
+
+def test_a_new_score_lambda_per_call_stays_bounded():
+    result, stderr = run_fresh("""
+        import tensorflow as tf
+        photo = cnnviz.load_image("cat", size=bundle.input_size)
+        cnnviz.gradcam(bundle, photo)
+        scores = []  # the score each call explained: log-probabilities, distinct for every class
+
+        def explain(score):
+            scores.append(float(cnnviz.gradcam_parts(bundle, photo[None], score=score).scores[0, 0]))
+
+        same_code = growth(lambda: [explain(lambda p: tf.math.log(p[:, 285])) for _ in range(30)])
+        closures = growth(lambda: [explain((lambda k: lambda p: tf.math.log(p[:, k]))(c)) for c in range(270, 300)])
+        print(json.dumps({"same_code": same_code, "closures": closures,  # class 285 = scores[30 + 15]
+                          "same_code_right": all(s == scores[30 + 15] for s in scores[:30]),
+                          "distinct": len(set(scores[30:]))}))
+    """)
+    assert result["same_code"] < 100, f"30 new lambdas grew RSS by {result['same_code']:.0f} MiB"
+    assert result["closures"] < 100, f"30 new closures grew RSS by {result['closures']:.0f} MiB"
+    assert result["same_code_right"], "lambdas sharing a compiled function must explain their own class"
+    assert result["distinct"] == 30, "closures over different classes must not share a compiled function"
+    assert stderr == "", stderr[:500]
+
+
+def test_filters_over_ten_layers_stay_bounded():
+    result, stderr = run_fresh("""
+        names = [info.name for info in cnnviz.conv_layers(bundle) if info.name.endswith("_bn")][::4][:10]
+        def visit(robust):
+            for name in names:
+                cnnviz.visualize_filters(bundle, name, filters=range(4), size=64, steps=10, robust=robust,
+                                         progress=False)
+        print(json.dumps({"classic": growth(lambda: visit(False)), "robust": growth(lambda: visit(True)),
+                          "layers": len(names)}))
+    """)
+    assert result["layers"] == 10
+    assert result["classic"] < 150, f"filters on 10 layers grew RSS by {result['classic']:.0f} MiB"
+    assert result["robust"] < 150, f"robust filters on 10 layers grew RSS by {result['robust']:.0f} MiB"
+    assert stderr == "", stderr[:500]
+
+
+def test_lru_cache_drops_the_least_recently_used():
+    cache = LRUCache(2)
+    cache["a"], cache["b"] = 1, 2
+    assert cache["a"] == 1  # a read is a use: "b" is now the oldest
+    assert cache.lookup("c", lambda: 3) == 3 and list(cache) == ["a", "c"]
+    assert cache.lookup("a", lambda: pytest.fail("must not rebuild a cached entry")) == 1
+    with pytest.raises(ValueError, match="size >= 1, got 0"):
+        LRUCache(0)
+
+
+def test_gradcam_cache_evicts_and_recomputes_the_same_maps(bundle, cat):
+    layers = [info.name for info in cnnviz.conv_layers(bundle)][-CACHE_SIZE - 1:]
+    first = cnnviz.gradcam(bundle, cat, layer=layers[0], class_index=285)
+    cache = per_model_cache(bundle.model, "gradcam")
+    evicted = cache[(layers[0], None)]
+    for layer in layers[1:]:
+        cnnviz.gradcam(bundle, cat, layer=layer, class_index=285)
+    assert len(cache) == CACHE_SIZE and (layers[0], None) not in cache
+    assert [key[0] for key in cache][-CACHE_SIZE:] == layers[1:]
+    again = cnnviz.gradcam(bundle, cat, layer=layers[0], class_index=285)
+    assert cache[(layers[0], None)] is not evicted  # rebuilt, and the same result
+    np.testing.assert_allclose(again, first, atol=1e-6)
+    assert again.shape == (7, 7) and again.max() == 1
+
+
+def test_function_key_shares_only_provably_equal_functions():
+    def picker(k):
+        return lambda out: out[:, k]
+
+    fixed = [lambda out: out[:, 3] for _ in range(2)]  # one code object, two functions (as in a loop)
+    assert fixed[0] is not fixed[1] and function_key(fixed[0]) == function_key(fixed[1])
+    assert function_key(picker(3)) == function_key(picker(3))
+    assert function_key(picker(3)) != function_key(picker(4))
+    assert function_key(picker(1)) != function_key(picker(True)) != function_key(picker(1.0))
+    mutable = [3]
+    first, second = (lambda out: out[:, mutable[0]]), (lambda out: out[:, mutable[0]])
+    assert function_key(first) is first and function_key(first) != function_key(second)  # by identity
+    assert function_key(None) is None
+
+
+CLASS = 2
+
+
+def test_function_key_sees_the_globals_a_function_reads():
+    global CLASS
+    score = lambda out: out[:, CLASS]  # noqa: E731
+    before = function_key(score)
+    CLASS = 1
+    try:
+        assert function_key(score) != before  # so a cached trace of CLASS = 2 is not reused
+    finally:
+        CLASS = 2
+
+
+def _small_model():
+    inputs = keras.Input((32, 32, 3))
+    features = keras.layers.Conv2D(4, 3, name="conv")(inputs)
+    outputs = keras.layers.Dense(3, activation="softmax")(keras.layers.GlobalAveragePooling2D()(features))
+    return keras.Model(inputs, outputs)
+
+
+def test_a_model_and_its_caches_die_when_dropped():
+    model = _small_model()
+    images = np.random.default_rng(0).uniform(0, 1, (2, 32, 32, 3)).astype("float32")
+    cnnviz.gradcam(model, images, layer="conv")
+    cnnviz.visualize_filters(model, "conv", filters=[0, 1], size=32, steps=2, progress=False)
+    assert {"gradcam", "ascent"} <= set(_PER_MODEL[model])
+    alive, models = weakref.ref(model), len(_PER_MODEL)
+    del model
+    gc.collect()
+    assert alive() is None and len(_PER_MODEL) == models - 1
+
+
+def test_tapping_a_model_leaves_its_layers_unchanged(bundle):
+    """Keras records each symbolic call in the layer called: taps must not pile up there."""
+    layers = [layer for layer in bundle.model.layers]
+    before = [(len(layer._inbound_nodes), len(layer._outbound_nodes)) for layer in layers]
+    for name in ("stem_conv", "block4a_bn", "top_activation"):
+        cnnviz.tap_model(bundle, [name])
+    cnnviz.gradcam(bundle, np.zeros((32, 32, 3)), score=lambda out, new=[]: out[:, 1])  # a new compiled function
+    cnnviz.visualize_filters(bundle, "block2a_bn", filters=[0], size=32, steps=1, progress=False)
+    assert [(len(layer._inbound_nodes), len(layer._outbound_nodes)) for layer in layers] == before
