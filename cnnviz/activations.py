@@ -14,7 +14,7 @@ import matplotlib.pyplot as plt
 import numpy as np
 
 from .images import as_batch, tile
-from .layers import as_keras_model, conv_layers, tap_model
+from .layers import as_keras_model, check_images, conv_layers, tap_model
 from .models import unwrap
 
 __all__ = ["activation_model", "layer_activations", "dead_channels", "activation_grid", "plot_channel",
@@ -26,6 +26,8 @@ DEAD_COLOUR = (0.82, 0.82, 0.82)  # dead channels in plotted grids
 
 def _layer_names(keras_model, layer_names, depth: int) -> list[str]:
     """The names asked for as a list, or the first ``depth`` spatial layers when ``None``."""
+    if isinstance(depth, bool) or not isinstance(depth, int) or depth < 1:
+        raise ValueError(f"depth (how many spatial layers to read) must be a positive int, got {depth!r}")
     if layer_names is None:
         return [info.name for info in conv_layers(keras_model)[:depth]]
     layer_names = [layer_names] if isinstance(layer_names, str) else list(layer_names)
@@ -53,7 +55,9 @@ def layer_activations(model, images, layer_names=None, depth: int = 8) -> dict[s
     """
     keras_model, preprocess = unwrap(model)
     names = _layer_names(keras_model, layer_names, depth)
-    outputs = activation_model(keras_model, names)(preprocess(as_batch(images)[0]), training=False)
+    batch = as_batch(images)[0]
+    check_images(keras_model, batch)
+    outputs = activation_model(keras_model, names)(preprocess(batch), training=False)
     return {name: keras.ops.convert_to_numpy(output) for name, output in zip(names, outputs)}
 
 

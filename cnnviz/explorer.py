@@ -11,7 +11,6 @@ from __future__ import annotations
 import contextlib
 import difflib
 import io
-import tempfile
 from pathlib import Path
 
 import ipywidgets as widgets
@@ -56,13 +55,10 @@ def _read_upload(upload: dict, size, crop: float) -> np.ndarray:
     if len(content) > MAX_UPLOAD_BYTES:
         raise ValueError(f"{name} is {len(content) / 1e6:.0f} MB, over the {MAX_UPLOAD_BYTES // 1_000_000} MB "
                          "limit: downscale it first")
-    with tempfile.TemporaryDirectory() as folder:  # load_image reads files: its checks apply to uploads too
-        path = Path(folder) / name
-        path.write_bytes(content)
-        try:
-            return load_image(path, size=size, crop=crop)
-        except ValueError as error:
-            raise ValueError(str(error).replace(str(path), name)) from None
+    try:  # from the bytes: no temporary file, so no file-name limits and no temporary path in messages
+        return load_image(content, size=size, crop=crop)
+    except ValueError as error:
+        raise ValueError(f"{name}: {error}") from None
 
 
 class ClassExplorer:

@@ -75,7 +75,16 @@ def filter_grid(images, margin: int = 5, columns: int | None = None) -> np.ndarr
     images = np.asarray(images)
     if images.ndim != 4 or len(images) == 0:
         raise ValueError(f"filter_grid expects a non-empty (N, H, W, C) batch, got shape {images.shape}")
-    return tile(images, columns or math.ceil(math.sqrt(len(images))), margin, fill=0)
+    columns = math.ceil(math.sqrt(len(images))) if columns is None else columns
+    _check_int("margin", margin, minimum=0)
+    _check_int("columns", columns, minimum=1)
+    return tile(images, columns, margin, fill=0)
+
+
+def _check_int(name: str, value, minimum: int):
+    """A ValueError unless ``value`` is an int (not a bool) ≥ ``minimum``."""
+    if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < minimum:
+        raise ValueError(f"{name} must be an int >= {minimum}, got {value!r}")
 
 
 class _Ascent:
@@ -134,8 +143,9 @@ class _Ascent:
             history = history.write(i, activation)
         return pixels, history.stack()
 
-    def _robust(self, state, filters, start, steps, learning_rate, seed, scale, size, sub_batch):
-        """``steps`` Adam steps on Fourier spectra, the image randomly rotated/scaled/shifted each step."""
+    def _robust(self, state, filters, start, steps, learning_rate, jitter, scale, size, sub_batch):
+        """``steps`` Adam steps on Fourier spectra, the image randomly rotated/scaled/shifted each step
+        (``jitter`` (F, steps, 4): each filter's own random draws, see :func:`_jitter`)."""
         spectrum, mean, var = state
 
         def objective(spectrum, filters, transforms):
@@ -144,7 +154,7 @@ class _Ascent:
 
         history = tf.TensorArray(tf.float32, size=steps)
         for i in tf.range(steps):
-            transforms = _random_transforms(tf.shape(spectrum)[0], size, tf.stack([seed, start + i]))
+            transforms = _random_transforms(jitter[:, i], size)
             activation, grads = self.gradients(objective, spectrum, (filters, transforms), sub_batch)
             t = tf.cast(start + i + 1, tf.float32)
             mean, var = 0.9 * mean + 0.1 * grads, 0.999 * var + 0.001 * tf.square(grads)
@@ -159,6 +169,7 @@ class _Ascent:
             spectrum = tf.constant(_initial_spectra(filters, size, seed))
             state = (spectrum, tf.zeros_like(spectrum), tf.zeros_like(spectrum))
             scale = tf.constant(_frequency_scale(size))
+            jitter = _jitter(filters, steps, seed)
         else:
             state = tf.constant(np.stack([_grey_noise(size, seed, f) for f in filters]))
         histories = []
@@ -167,7 +178,8 @@ class _Ascent:
                 n = tf.constant(min(CHUNK, steps - start))
                 if robust:
                     state, history = self.robust(state, filters_t, tf.constant(start), n, tf.constant(step_size),
-                                                 tf.constant(seed), scale, tf.constant(size), sub_batch)
+                                                 tf.constant(jitter[:, start:start + int(n)]), scale,
+                                                 tf.constant(size), sub_batch)
                 else:
                     state, history = self.classic(state, filters_t, n, tf.constant(step_size, tf.float32), sub_batch)
                 histories.append(history.numpy())
@@ -209,10 +221,18 @@ def _spectrum_to_pixels(spectrum, scale, size):
     return tf.sigmoid(image) * 255.0
 
 
-def _random_transforms(n, size, seed):
-    """(n, 8) affine transforms: rotate by up to ±10°, scale by 0.9–1.1, shift by up to ±8 px, each image
-    its own (``keras.ops.image.affine_transform`` format: output (x, y) samples input (a0·x + a1·y + a2, …))."""
-    angle, scale, dx, dy = tf.unstack(tf.random.stateless_uniform((4, n), seed, -1.0, 1.0))
+def _jitter(filters, steps: int, seed: int) -> np.ndarray:
+    """Uniform draws in [-1, 1), (F, steps, 4), from one generator per (seed, filter): a filter's jitter,
+    and so its pattern, does not depend on which other filters share the batch."""
+    return np.stack([np.random.default_rng([seed, f, 1]).uniform(-1, 1, (steps, 4)) for f in filters]
+                    ).astype("float32")
+
+
+def _random_transforms(draws, size):
+    """(n, 4) uniform draws → (n, 8) affine transforms: rotate by up to ±10°, scale by 0.9–1.1, shift by up
+    to ±8 px, each image its own (``keras.ops.image.affine_transform`` format: output (x, y) samples input
+    (a0·x + a1·y + a2, …))."""
+    angle, scale, dx, dy = tf.unstack(draws, axis=1)
     angle, scale, dx, dy = angle * math.radians(10), 1.0 + 0.1 * scale, 8.0 * dx, 8.0 * dy
     cos, sin = tf.cos(angle) / scale, tf.sin(angle) / scale
     cy, cx = tf.unstack((tf.cast(size, tf.float32) - 1) / 2)  # about the centre
@@ -249,10 +269,16 @@ def visualize_filters(model, layer_name: str, filters=None, size=128, steps: int
     pixels themselves (robust, already valid colours) — plus activations and the loss curve.
     """
     keras_model, preprocess = unwrap(model)
+    steps = (64 if robust else 40) if steps is None else steps
+    step = (0.1 if robust else 1.0) if step is None else step
+    _check_int("steps", steps, minimum=1)
+    _check_int("seed", seed, minimum=0)
+    if isinstance(step, bool) or not isinstance(step, (int, float)) or not 0 < step < math.inf:
+        raise ValueError(f"step must be a positive number, got {step!r}")
+    if not isinstance(progress, bool) or not isinstance(robust, bool):
+        raise ValueError(f"robust and progress must be True or False, got {robust!r} and {progress!r}")
     ascent = _ascent(keras_model, preprocess, layer_name)
     filters, size = _check(ascent, layer_name, filters, size)
-    steps = steps or (64 if robust else 40)
-    step = step or (0.1 if robust else 1.0)
     pixels, history = ascent.run(filters, size, steps, step, seed, robust, progress)
     activation = ascent.final_activation(pixels, tf.constant(filters)).numpy()
     images = np.clip(pixels.numpy(), 0, 255).astype("uint8") if robust else deprocess_image(pixels)

@@ -17,6 +17,8 @@ and the gradients once, compiled, cached per (model, layer, score) — the most 
 """
 from __future__ import annotations
 
+import warnings
+import weakref
 from functools import partial
 from pathlib import Path
 from typing import Callable, NamedTuple
@@ -27,8 +29,8 @@ import tensorflow as tf
 from PIL import Image
 
 from .caching import function_key, per_model_cache
-from .images import as_batch
-from .layers import spatial_layer, tap_model
+from .images import as_batch, check_finite
+from .layers import check_images, spatial_layer, tap_model
 from .models import unwrap
 
 __all__ = ["GradCamParts", "gradcam", "gradcam_loop", "gradcam_parts", "overlay", "save_gradcam",
@@ -74,11 +76,12 @@ class GradCamParts(NamedTuple):
 class _GradCam:
     """The plumbing: a tap model (activations + score in one pass) and its compiled gradient step."""
 
-    def __init__(self, keras_model, layer_name: str, score: Callable | None):
+    def __init__(self, keras_model, layer_name: str, score: Callable | None, output=None):
         self.layer_name = layer_name
         self.score = score
-        self.tap = tap_model(keras_model, [layer_name], score="logits" if score is None else "output")
+        self.tap = tap_model(keras_model, [layer_name], score="logits" if score is None else "output", output=output)
         self.num_classes = self.tap.outputs[-1].shape[-1]
+        self.scores_per_image = 1 if score is None else scores_per_image(score, self.tap.outputs[-1].shape)
         # One trace each, whatever the batch size, image size or classes: shapes left open, classes a tensor.
         signature = [tf.TensorSpec(self.tap.inputs[0].shape, tf.float32), tf.TensorSpec((None, None), tf.int32)]
         # partial(), not a lambda: TF counts traces per code object, so lambdas written here add up over all
@@ -120,12 +123,42 @@ class _GradCam:
         return GradCamParts(*(t.numpy() for t in compiled(images, classes)))
 
 
-def _plumbing(keras_model, layer, score) -> _GradCam:
-    """The compiled Grad-CAM of (model, layer, score), from the model's bounded cache: a few recent ones
-    are kept (a sweep over every layer, or a new ``score`` lambda per call, does not grow memory)."""
+def scores_per_image(score: Callable, output_shape) -> int:
+    """k, when ``score`` maps the model's output (N, …) to (N,) (k = 1) or (N, k) scores; else a ValueError.
+
+    Traced once on a symbolic output (no model run), so a wrong shape is reported before compiling.
+    """
+    traced = tf.function(score, autograph=False).get_concrete_function(tf.TensorSpec(output_shape, tf.float32))
+    results = tf.nest.flatten(traced.structured_outputs)
+    shape = tf.convert_to_tensor(results[0]).shape if len(results) == 1 else None
+    if shape is None or shape.rank not in (1, 2) or shape[0] is not None or None in shape[1:]:
+        raise ValueError(f"score must give one value per image, shape (N,) — or (N, k) for gradcam_parts; on the "
+                         f"model's output {tuple(output_shape)} it gives "
+                         f"{tuple(shape) if shape is not None else f'{len(results)} tensors'}. "
+                         "Example: score=lambda output: output[:, 3]")
+    return 1 if shape.rank == 1 else shape[1]
+
+
+def _plumbing(keras_model, layer, score, output=None) -> _GradCam:
+    """The compiled Grad-CAM of (model, layer, score, output), from the model's bounded cache: a few recent
+    ones are kept (a sweep over every layer, or a new ``score`` lambda per call, does not grow memory)."""
     name = spatial_layer(keras_model, layer).name  # wrong / non-spatial layer → clear ValueError
-    return per_model_cache(keras_model, "gradcam").lookup((name, function_key(score)),
-                                                          lambda: _GradCam(keras_model, name, score))
+    return per_model_cache(keras_model, "gradcam").lookup((name, function_key(score), output),
+                                                          lambda: _GradCam(keras_model, name, score, output))
+
+
+_WARNED_PROBABILITIES = weakref.WeakSet()  # models already warned about, once each
+
+
+def _warn_if_probabilities(keras_model, outputs: np.ndarray) -> None:
+    """Warn once per model when the "logits" look like probabilities: a softmax cnnviz could not take off."""
+    if (outputs.shape[-1] > 1 and outputs.min() >= 0 and np.allclose(outputs.sum(axis=-1), 1, atol=1e-3)
+            and keras_model not in _WARNED_PROBABILITIES):
+        _WARNED_PROBABILITIES.add(keras_model)
+        warnings.warn(f"model {keras_model.name!r} seems to end in a softmax cnnviz cannot take off (its scores "
+                      "are probabilities summing to 1), so these maps explain probabilities, not logits. End the "
+                      "model with a Softmax layer or Dense(..., activation='softmax') to explain logits.",
+                      UserWarning, stacklevel=3)
 
 
 def _class_matrix(class_index, n: int, top: int, num_classes: int) -> np.ndarray:
@@ -152,7 +185,8 @@ def _class_matrix(class_index, n: int, top: int, num_classes: int) -> np.ndarray
     return classes.astype("int32")
 
 
-def gradcam_parts(model, images, layer=None, class_index=None, top: int = 1, score=None) -> GradCamParts:
+def gradcam_parts(model, images, layer=None, class_index=None, top: int = 1, score=None,
+                  output=None) -> GradCamParts:
     """Grad-CAM for several classes per image from ONE forward pass; see :class:`GradCamParts`.
 
     model: a :class:`~cnnviz.ModelBundle` (images are pixels in [0, 255]) or a bare Keras model.
@@ -160,27 +194,44 @@ def gradcam_parts(model, images, layer=None, class_index=None, top: int = 1, sco
     class_index: None → the ``top`` best classes per image; an int or a list (N ints) → that class;
     an (N, k) array → k given classes per image. score: optional callable on the model's output
     (N, …) → (N,) or (N, k), for regression heads and custom targets (then class_index is ignored).
+    output: for a model with several outputs, the one to explain (its name or index).
     Keep ``activations`` and ``weights`` to redraw any class with :func:`weighted_heatmap`.
     """
     keras_model, preprocess = unwrap(model)
     batch, _ = as_batch(images)
-    cam = _plumbing(keras_model, layer, score)
-    classes = np.zeros((len(batch), 1)) if score is not None else _class_matrix(class_index, len(batch), top,
-                                                                                 cam.num_classes)
-    return cam(preprocess(batch), classes)
+    check_images(keras_model, batch)
+    cam = _plumbing(keras_model, layer, score, output)
+    classes = (np.zeros((len(batch), cam.scores_per_image)) if score is not None
+               else _class_matrix(class_index, len(batch), top, cam.num_classes))
+    parts = cam(preprocess(batch), classes)
+    if score is None:
+        _warn_if_probabilities(keras_model, parts.outputs)
+    return parts
 
 
-def gradcam(model, images, layer=None, class_index=None, score=None) -> np.ndarray:
+def gradcam(model, images, layer=None, class_index=None, score=None, output=None) -> np.ndarray:
     """Grad-CAM heatmaps, the TF2 form: (N, H, W, 3) images → (N, h, w) in [0, 1].
 
     One image (H, W, 3) gives one (h, w) map. class_index: None (top class of each image), an int,
-    or one per image. Logits are used, not probabilities; the model is never modified. Compiled and
+    or one per image. Logits are used, not probabilities: the score before the model's final softmax or
+    sigmoid, however it is written (a warning says so when it cannot be found); the model is never modified. Compiled and
     cached per (model, layer, score), the 2 most recent per model: repeated calls and other classes do
     not retrace; a new ``lambda`` per call with the same code and values shares one compiled function.
+    output: which output of a multi-output model (name or index). One map per image: several classes or
+    scores per image are :func:`gradcam_parts`' job.
     """
     batch, single = as_batch(images)
-    heatmaps = gradcam_parts(model, batch, layer, class_index, 1, score).heatmaps[:, 0]
+    heatmaps = _one_map_each(gradcam_parts(model, batch, layer, class_index, 1, score, output))
     return heatmaps[0] if single else heatmaps
+
+
+def _one_map_each(parts: GradCamParts) -> np.ndarray:
+    """The (N, h, w) maps of parts holding one class per image; a ValueError when there are several."""
+    if parts.heatmaps.shape[1] != 1:
+        raise ValueError(f"gradcam gives one map per image, but {parts.heatmaps.shape[1]} classes or scores per "
+                         "image were asked for: use gradcam_parts(...) for several maps per image, or pass one "
+                         "class per image")
+    return parts.heatmaps[:, 0]
 
 
 def gradcam_loop(model, images, layer=None, class_index=None, score=None) -> np.ndarray:
@@ -191,6 +242,7 @@ def gradcam_loop(model, images, layer=None, class_index=None, score=None) -> np.
     """
     batch, single = as_batch(images)
     parts = gradcam_parts(model, batch, layer, class_index, 1, score)
+    _one_map_each(parts)
     heatmaps = []
     for conv_output, pooled_grads in zip(parts.activations.copy(), parts.weights[:, 0]):
         for i in range(conv_output.shape[-1]):
@@ -211,13 +263,19 @@ def overlay(image, heatmap, alpha: float = 0.4, colormap: str = "jet") -> np.nda
     """The heatmap (h, w) in [0, 1], coloured and blended onto ``image`` (H, W, 3) in [0, 255].
 
     The map is resized (bilinear) to the image's ORIGINAL resolution; returns uint8 (H, W, 3).
+    alpha: the heatmap's weight in [0, 1]. colormap: a matplotlib colormap name.
     """
-    image = np.asarray(image, dtype="float32")
-    heatmap = np.nan_to_num(np.clip(np.asarray(heatmap, dtype="float32"), 0, 1))
+    image = check_finite(np.asarray(image, dtype="float32"), "the image")
+    heatmap = check_finite(np.asarray(heatmap, dtype="float32"), "the heatmap")
     if image.ndim != 3 or heatmap.ndim != 2:
         raise ValueError(f"overlay takes one image (H, W, 3) and one heatmap (h, w), got {image.shape} and "
                          f"{heatmap.shape}")
-    colours = matplotlib.colormaps[colormap](upsample(heatmap, image.shape[:2]))[..., :3] * 255
+    if not 0 <= alpha <= 1:
+        raise ValueError(f"alpha must be in [0, 1] (0: only the photo, 1: only the heatmap), got {alpha}")
+    if colormap not in matplotlib.colormaps:
+        raise ValueError(f"unknown colormap {colormap!r}: use a matplotlib name such as 'jet', 'turbo', "
+                         "'inferno' or 'viridis' (see matplotlib.colormaps)")
+    colours = matplotlib.colormaps[colormap](upsample(np.clip(heatmap, 0, 1), image.shape[:2]))[..., :3] * 255
     return np.clip((1 - alpha) * image + alpha * colours, 0, 255).astype("uint8")
 
 

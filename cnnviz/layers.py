@@ -91,8 +91,20 @@ def spatial_layer(model, name: str | None = None) -> keras.layers.Layer:
     return layer
 
 
-def _is_softmax(activation) -> bool:
-    return getattr(activation, "__name__", "") == "softmax"
+# The final squashing functions whose input (the logits) Grad-CAM explains instead: softmax in every
+# spelling (keras.activations / keras.ops are named "softmax", tf.nn.softmax "softmax_v2"), and sigmoid.
+_SQUASHES = {"softmax", "softmax_v2", "sigmoid"}
+
+
+def _is_squash(function) -> bool:
+    return getattr(function, "__name__", "") in _SQUASHES
+
+
+def squashes_output(layer) -> bool:
+    """Whether ``layer`` ends in a softmax or sigmoid cnnviz can take off: a Softmax layer, an Activation
+    or Dense layer with that activation, or a Lambda wrapping the function itself (``Lambda(tf.nn.softmax)``)."""
+    return (isinstance(layer, keras.layers.Softmax) or _is_squash(getattr(layer, "activation", None))
+            or (isinstance(layer, keras.layers.Lambda) and _is_squash(layer.function)))
 
 
 class _PreSoftmax(keras.layers.Layer):
@@ -113,14 +125,14 @@ def _replay(model, inputs, targets: set, captured: dict, strip_softmax: bool):
     Nested models holding a target are replayed recursively. With ``strip_softmax`` the model's
     final softmax (a Softmax layer, or a Dense layer's softmax activation) is left out: logits.
     """
-    last = model.layers[-1]
+    last = _last_layers(model)
 
     def call(layer, *args, **kwargs):
-        if strip_softmax and layer is last:
-            if isinstance(layer, keras.layers.Softmax) or _is_softmax(getattr(layer, "activation", None)):
+        if strip_softmax and layer in last:
+            if squashes_output(layer):
                 if isinstance(layer, keras.layers.Dense):
                     return _PreSoftmax(layer, name=f"{layer.name}_logits")(*args)
-                return args[0]  # Softmax / Activation("softmax"): its input is the logits
+                return args[0]  # Softmax / Activation / Lambda: its input is the logits
             strip = isinstance(layer, keras.Model)
         else:
             strip = False
@@ -147,11 +159,35 @@ def _replay(model, inputs, targets: set, captured: dict, strip_softmax: bool):
     return clone.outputs[0] if len(clone.outputs) == 1 else clone.outputs
 
 
+def _last_layers(model) -> list:
+    """The layers whose outputs are the model's outputs (Keras names a Functional model's outputs after
+    them), or its last layer."""
+    if isinstance(model, keras.Sequential):
+        return model.layers[-1:]
+    found = []
+    for name in getattr(model, "output_names", None) or ():
+        try:
+            found.append(model.get_layer(name))
+        except ValueError:  # an output made by an op, not a layer
+            pass
+    return found or model.layers[-1:]
+
+
 def _all_layers(model) -> list:
     return [layer for layer, _ in _walk(model)]
 
 
 def _input_tensor(model):
+    if not model.layers or (len(model.layers) == 1 and isinstance(model.layers[0], keras.layers.InputLayer)):
+        raise ValueError(f"model {model.name!r} has no layers: there is no spatial (N, h, w, c) layer to "
+                         "visualise")
+    try:
+        inputs = model.inputs or []
+    except (AttributeError, ValueError):  # an unbuilt Sequential: reported below
+        inputs = []
+    if len(inputs) > 1:
+        raise ValueError(f"model {model.name!r} has {len(model.inputs)} inputs; cnnviz explains models with one "
+                         "image input: wrap yours, e.g. keras.Model(image, model([image, fixed_other_input]))")
     try:
         return keras.Input(batch_shape=model.inputs[0].shape, name="tap_input")
     except (AttributeError, ValueError, TypeError) as error:
@@ -181,20 +217,66 @@ def leaves_layers_unchanged(build):
     return wrapper
 
 
+def _pick_output(model, outputs, output):
+    """The one output to explain: ``outputs`` itself for a one-output model, else ``outputs[output]``,
+    ``output`` an index or a name from ``model.output_names``."""
+    if not isinstance(outputs, (list, tuple)):
+        if output not in (None, 0, getattr(model, "output_names", [None])[0]):
+            raise ValueError(f"output={output!r}: model {model.name!r} has one output")
+        return outputs
+    names = list(getattr(model, "output_names", None) or [f"output_{i}" for i in range(len(outputs))])
+    if output is None:
+        raise ValueError(f"model {model.name!r} has {len(outputs)} outputs ({', '.join(map(repr, names))}): "
+                         "choose one with output=<name or index>")
+    if isinstance(output, str) and output in names:
+        return outputs[names.index(output)]
+    if isinstance(output, int) and not isinstance(output, bool) and -len(outputs) <= output < len(outputs):
+        return outputs[output]
+    raise ValueError(f"output={output!r} is not an output of model {model.name!r}: give one of "
+                     f"{', '.join(map(repr, names))} or an index 0 … {len(outputs) - 1}")
+
+
+SCORES = ("logits", "output", None)
+
+
 @leaves_layers_unchanged
-def tap_model(model, layer_names, score="logits") -> keras.Model:
+def tap_model(model, layer_names, score="logits", output=None) -> keras.Model:
     """A model: input images → ([activation of each named layer], score).
 
-    ``score="logits"``: the class scores before softmax (the model's final softmax is left out,
-    nothing is mutated); ``"output"``: the model's own output; ``None``: no score, only activations.
-    Works when layers sit inside nested models. One forward pass gives everything.
+    ``score="logits"``: the class scores before the final softmax or sigmoid (a Softmax layer, or an
+    Activation, Dense or Lambda layer applying softmax/sigmoid, is left out; nothing is mutated);
+    ``"output"``: the model's own output; ``None``: no score, only activations. ``output``: for a
+    model with several outputs, which one (name or index). Works when layers sit inside nested
+    models. One forward pass gives everything.
     """
+    if score not in SCORES:
+        raise ValueError(f"score must be 'logits', 'output' or None, got {score!r}")
     keras_model = as_keras_model(model)
     layers = [get_layer(keras_model, name) for name in layer_names]
     captured = {}
     inputs = _input_tensor(keras_model)
-    output = _replay(keras_model, inputs, set(layers), captured, strip_softmax=(score == "logits"))
+    result = _replay(keras_model, inputs, set(layers), captured, strip_softmax=(score == "logits"))
     activations = [captured[layer.name] for layer in layers]
     # A one-element list of outputs would be unwrapped by Keras; nesting it keeps "always a list".
-    outputs = (activations,) if score is None else (activations, output)
+    if score is None:
+        return keras.Model(inputs, (activations,), name=f"{keras_model.name}_tap")
+    outputs = (activations, _pick_output(keras_model, result, output))
     return keras.Model(inputs, outputs, name=f"{keras_model.name}_tap")
+
+
+def check_images(model, batch) -> None:
+    """A ValueError unless ``batch`` (N, H, W, C) fits the model's input: its channels, and its size when
+    the model fixes one."""
+    declared = _input_tensor(as_keras_model(model)).shape  # (None, H, W, C), H and W may be None
+    channels = batch.shape[-1]
+    if declared[-1] is not None and channels != declared[-1]:
+        hint = ("make them grey: images.mean(axis=-1, keepdims=True)" if declared[-1] == 1 else
+                {1: "for grey images repeat the channel: np.repeat(images, 3, axis=-1), or use cnnviz.load_image",
+                 4: "drop the alpha channel (images[..., :3]) or use cnnviz.load_image, which composites it"
+                 }.get(channels, "use cnnviz.load_image to read photos as RGB"))
+        raise ValueError(f"the model takes {declared[-1]}-channel images, got {channels} channels "
+                         f"(shape {batch.shape}): {hint}")
+    size = tuple(declared[1:3])
+    if None not in size and tuple(batch.shape[1:3]) != size:
+        raise ValueError(f"the model takes {size[0]}×{size[1]} images, got {batch.shape[1]}×{batch.shape[2]}: "
+                         f"resize them, e.g. cnnviz.load_image(photo, size=({size[0]}, {size[1]}))")

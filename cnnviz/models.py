@@ -6,9 +6,11 @@ it — input size, preprocessing, decoding of predictions, the last convolutiona
 from __future__ import annotations
 
 import json
+import os
 from dataclasses import dataclass, field
 from functools import lru_cache
 from importlib.resources import as_file, files
+from pathlib import Path
 from typing import Callable
 
 import numpy as np
@@ -100,15 +102,30 @@ class ModelBundle:
         return f"ModelBundle({self.name!r}, input_size={self.input_size}, last_conv_layer={self.last_conv_layer!r})"
 
 
+def _weights_file(weights, name: str):
+    """``weights`` as an existing file path, or None for "imagenet" / None; else a clear error."""
+    if weights in ("imagenet", None):
+        return None
+    looks_like_a_path = isinstance(weights, str) and (Path(weights).suffix or os.sep in weights)
+    if isinstance(weights, os.PathLike) or looks_like_a_path:
+        if not Path(weights).is_file():
+            raise FileNotFoundError(f"no weights file {str(weights)!r} for {name}: give the path of a saved "
+                                    "'.weights.h5' file (model.save_weights), 'imagenet' or None")
+        return Path(weights)
+    raise ValueError(f"{name} takes weights='imagenet', None (untrained) or the path of a '.weights.h5' file; "
+                     f"got {weights!r}")
+
+
 def _lite0(weights) -> ModelBundle:
     from .efficientnet_lite import INPUT_SIZE, build_efficientnet_lite0
 
-    if weights not in ("imagenet", None):
-        raise ValueError("efficientnet_lite0 takes weights='imagenet' (bundled in data/) or None")
+    path = _weights_file(weights, "efficientnet_lite0")
     model = build_efficientnet_lite0()
-    if weights:
-        with as_file(LITE0_WEIGHTS) as path:  # Keras wants a real file name ending in .weights.h5
-            model.load_weights(path)
+    if path is not None:
+        model.load_weights(path)
+    elif weights == "imagenet":
+        with as_file(LITE0_WEIGHTS) as bundled:  # Keras wants a real file name ending in .weights.h5
+            model.load_weights(bundled)
     return ModelBundle("efficientnet_lite0", model, INPUT_SIZE, preprocess_lite0, "top_activation")
 
 
@@ -116,6 +133,10 @@ def _seed(name: str, weights) -> ModelBundle:
     import keras
 
     constructor, module, size, last_conv = SEED_MODELS[name]
+    path = _weights_file(weights, name)
+    if path is not None:  # a local file: Keras loads it, no download
+        base = getattr(keras.applications, constructor)(weights=str(path), classifier_activation=None)
+        return _with_softmax(name, base, module, size, last_conv)
     try:
         base = getattr(keras.applications, constructor)(weights=weights, classifier_activation=None)
     except Exception as error:  # urllib/HTTP/socket errors differ by platform; all mean "no download"
@@ -124,6 +145,12 @@ def _seed(name: str, weights) -> ModelBundle:
             "This needs a network connection. Offline, use the bundled model: cnnviz.load_model() "
             f"(EfficientNet-Lite0), or load_model({name!r}, weights=None) for the architecture alone."
         ) from error
+    return _with_softmax(name, base, module, size, last_conv)
+
+
+def _with_softmax(name, base, module, size, last_conv) -> ModelBundle:
+    import keras
+
     # Softmax as its own layer: the logits stay reachable as the output of layer "predictions".
     outputs = keras.layers.Softmax(name="probabilities")(base.output)
     model = keras.Model(base.inputs, outputs, name=base.name)
@@ -136,7 +163,8 @@ def load_model(name: str = "efficientnet_lite0", weights="imagenet") -> ModelBun
 
     ``"efficientnet_lite0"`` (default) works offline: its weights ship in cnnviz/data/. The seed models
     ``"vgg16"``, ``"resnet50"``, ``"xception"``, ``"mobilenet_v2"`` download ImageNet weights from
-    keras.applications; pass ``weights=None`` for the untrained architecture (no network needed).
+    keras.applications; pass ``weights=None`` for the untrained architecture (no network needed), or
+    the path of a weights file saved before (``model.save_weights``) to load it offline.
     """
     name = name.lower()
     if name in ("efficientnet_lite0", "lite0"):
