@@ -3,6 +3,7 @@
 Each case here gave, before this file existed, a NaN map, a silently ignored argument, a map of the
 wrong thing, or a TensorFlow trace dump.
 """
+import datetime
 import io
 import warnings
 
@@ -289,3 +290,19 @@ def test_robust_filter_does_not_depend_on_its_batch(bundle):
     alone = cnnviz.visualize_filters(bundle, "block2a_project_bn", [5], **common)
     batch = cnnviz.visualize_filters(bundle, "block2a_project_bn", list(range(16)), **common)
     assert np.abs(alone.images[0].astype(int) - batch.images[5].astype(int)).max() <= 2
+
+
+def test_explorer_refuses_non_finite_photos(bundle, cat):
+    image = cat.copy()
+    image[0, 0] = np.nan
+    with pytest.raises(ValueError, match="NaN or infinite"):
+        cnnviz.ClassExplorer(bundle, image=image)
+    grey = np.full((32, 32), 0.5, "float32")
+    grey[1, 1] = np.inf
+    buffer = io.BytesIO()
+    Image.fromarray(grey, mode="F").save(buffer, format="tiff")
+    explorer = cnnviz.ClassExplorer(bundle)
+    content = buffer.getvalue()
+    explorer.upload.value = ({"name": "grey.tiff", "type": "image/tiff", "size": len(content),
+                              "content": memoryview(content), "last_modified": datetime.datetime.now()},)
+    assert "NaN or infinite" in explorer.message and explorer.image_name == "cat_and_coffee"
