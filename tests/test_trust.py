@@ -126,13 +126,15 @@ def areas(bundle, photos, maps):
 def test_curves_start_and_end_where_they_must(bundle, photos, maps):
     fractions, deleted = trust.deletion_curve(bundle, photos, maps["gradcam"], steps=10, baseline="grey")
     _, inserted = trust.insertion_curve(bundle, photos, maps["gradcam"], steps=10, baseline="grey")
-    probabilities = np.array([p[0][2] for p in bundle.predict(photos, top=1)])  # top class on the image
-    np.testing.assert_allclose(deleted[:, 0], probabilities, rtol=1e-4)
-    np.testing.assert_allclose(inserted[:, -1], probabilities, rtol=1e-4)
-    grey = bundle.predict(np.full((1, 224, 224, 3), 127.5), top=1000)[0]
-    grey_probabilities = {name: p for _, name, p in grey}
+    # independently: the model's own softmax output, eager, on the photos and on a grey image
+    grey = np.full((1, 224, 224, 3), 127.5, "float32")
+    probabilities = keras.ops.convert_to_numpy(bundle.model(bundle.preprocess(np.concatenate([photos, grey]))))
+    top = probabilities[:2].argmax(axis=1)
+    np.testing.assert_array_equal(top, [TIGER_CAT, ESPRESSO])
+    np.testing.assert_allclose(deleted[:, 0], probabilities[[0, 1], top], rtol=1e-4)
+    np.testing.assert_allclose(inserted[:, -1], probabilities[[0, 1], top], rtol=1e-4)
     for row in (deleted[:, -1], inserted[:, 0]):  # everything removed: the grey image's probability
-        np.testing.assert_allclose(row, [grey_probabilities[n] for n in ("tiger_cat", "espresso")], rtol=1e-3)
+        np.testing.assert_allclose(row, probabilities[2, top], rtol=1e-3)
 
 
 def test_gradcam_beats_the_inverted_map_on_both_curves(areas):
@@ -215,3 +217,84 @@ def test_pointing_table_gradcam_hits_and_the_inverted_map_misses(bundle):
 def test_pointing_table_needs_a_bundle(bundle):
     with pytest.raises(TypeError, match="ModelBundle"):
         trust.pointing_table(bundle.model)
+
+
+# ---------------------------------------------------------------- cascading randomisation
+LITE0_BLOCKS = ["logits", "top", "block7a", "block6d", "block6c", "block6b", "block6a", "block5c", "block5b",
+                "block5a", "block4c", "block4b", "block4a", "block3b", "block3a", "block2b", "block2a", "block1a",
+                "stem"]
+
+
+@pytest.fixture(scope="module")
+def cascade(bundle, cat):
+    weights = [w.copy() for w in bundle.model.get_weights()]
+    steps = trust.cascading_randomization(bundle, cat[None], seed=0)
+    return steps, weights
+
+
+def test_cascade_steps_block_by_block_from_the_top(cascade):
+    steps, _ = cascade
+    assert [step.block for step in steps] == ["original", *LITE0_BLOCKS]
+    assert all(step.correlation.shape == (1,) for step in steps)
+    np.testing.assert_array_equal(steps[0].correlation, [1.0])
+
+
+def test_gradcam_correlation_falls_towards_zero(cascade):
+    steps, _ = cascade
+    correlations = np.array([step.correlation[0] for step in steps[1:]])
+    assert np.isfinite(correlations).all() and (np.abs(correlations) <= 1).all()
+    assert np.abs(correlations[-5:]).mean() < 0.5 and np.abs(correlations).mean() < 0.5
+
+
+def test_users_model_is_untouched(bundle, cascade):
+    _, before = cascade
+    after = bundle.model.get_weights()
+    assert len(before) == len(after)
+    for old, new in zip(before, after):
+        np.testing.assert_array_equal(old, new)
+
+
+def test_cascade_is_deterministic_for_a_seed(tiny, tiny_data):
+    images, _ = tiny_data
+
+    def conv_map(model, images, class_index, layer=None):  # Grad-CAM of the tiny model's conv layer
+        return cnnviz.gradcam(model, images, class_index=class_index, layer="conv")
+
+    runs = [trust.cascading_randomization(tiny, images, method=conv_map, seed=seed) for seed in (4, 4, 5)]
+    assert [step.block for step in runs[0]] == ["original", "logits", "conv"]
+    for first, again in zip(runs[0], runs[1]):
+        np.testing.assert_array_equal(first.correlation, again.correlation)
+    assert not np.array_equal(runs[0][-1].correlation, runs[2][-1].correlation)
+
+
+def test_a_map_blind_to_the_model_fails_the_sanity_check(tiny, tiny_data):
+    """An edge detector ignores the weights: ρ stays 1 however much of the model is destroyed."""
+    images, _ = tiny_data
+
+    def edges(model, images, class_index):
+        return np.abs(np.diff(images.mean(axis=-1), axis=1))
+
+    for step in trust.cascading_randomization(tiny, images, method=edges):
+        np.testing.assert_allclose(step.correlation, 1.0)
+
+
+def test_randomisation_uses_each_layers_initialisers(tiny):
+    clone = keras.models.clone_model(tiny)
+    layer = clone.get_layer("logits")
+    for variable in layer.weights:
+        init = trust._initializer(layer, variable, seed=1)
+        variable.assign(init(variable.shape, variable.dtype))
+    np.testing.assert_array_equal(layer.bias.numpy(), 0)  # bias: zeros
+    limit = np.sqrt(6 / (6 + 5))  # Glorot uniform of a 6 → 5 kernel
+    assert np.abs(layer.kernel.numpy()).max() <= limit and layer.kernel.numpy().std() > limit / 4
+    bn = keras.layers.BatchNormalization()
+    bn.build((None, 3))
+    values = {v.name: trust._initializer(bn, v, seed=0)(v.shape, v.dtype) for v in bn.weights}
+    assert [float(np.mean(values[n])) for n in ("gamma", "beta", "moving_mean", "moving_variance")] == [1, 0, 0, 1]
+
+
+def test_constant_maps_correlate_zero_not_nan():
+    flat, varied = np.zeros((1, 3, 3)), np.arange(9.0).reshape(1, 3, 3)
+    np.testing.assert_array_equal(trust._spearman(varied, flat), [0.0])
+    np.testing.assert_allclose(trust._spearman(varied, varied ** 2), [1.0])
+    np.testing.assert_allclose(trust._spearman(varied, -varied), [-1.0])
