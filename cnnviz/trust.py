@@ -20,7 +20,7 @@ re-applied, so models ending in logits work too). The user's model is never modi
 from __future__ import annotations
 
 import dataclasses
-import warnings
+from functools import partial
 from typing import NamedTuple
 
 import keras
@@ -45,12 +45,17 @@ PAIRS = (("cat", "coffee"), ("coffee", "cat"), ("camera", "coffee"), ("coffee", 
 
 
 # ---------------------------------------------------------------- probabilities and maps
+def _softmax_of_logits(tap, images):
+    return tf.nn.softmax(tap(images, training=False)[1])
+
+
 def _probability_function(keras_model):
-    """Compiled: preprocessed images (N, H, W, C) → softmax of the logits (N, classes); cached per model."""
+    """Compiled: preprocessed images (N, H, W, C) → softmax of the logits (N, classes); cached per model.
+    A partial, not a lambda: TF counts traces per code object, and would warn of retracing across models."""
     def create():
         tap = tap_model(keras_model, [], score="logits")
         signature = [tf.TensorSpec((None, None, None, tap.inputs[0].shape[-1]), tf.float32)]  # one trace
-        return tf.function(lambda x: tf.nn.softmax(tap(x, training=False)[1]), input_signature=signature)
+        return tf.function(partial(_softmax_of_logits, tap), input_signature=signature)
     return per_model_cache(keras_model, "probabilities", size=1).lookup("softmax", create)
 
 
@@ -112,6 +117,7 @@ def _baseline(model, batch: np.ndarray, baseline) -> np.ndarray:
 
 
 def _curve(model, images, maps, class_index, steps: int, baseline, insert: bool):
+    """Deletion (insert=False) or insertion curves; see :func:`deletion_curve`."""
     if not isinstance(steps, (int, np.integer)) or steps <= 0:
         raise ValueError(f"steps must be a positive integer, got {steps!r}")
     batch, _ = as_batch(images)
@@ -204,7 +210,7 @@ def pointing_game(maps, boxes, size, tolerance: int = 15) -> np.ndarray:
     (top, left, bottom, right) grown by ``tolerance`` pixels on every side (Zhang et al. 2018: 15 px)."""
     if tolerance < 0:
         raise ValueError(f"tolerance must be >= 0 pixels, got {tolerance}")
-    boxes = _boxes(boxes, len(np.atleast_3d(maps)) if np.ndim(maps) == 3 else 1, size)
+    boxes = _boxes(boxes, len(maps) if np.ndim(maps) == 3 else 1, size)
     resized = _resized(maps, size, len(boxes))
     rows, columns = np.unravel_index(resized.reshape(len(boxes), -1).argmax(axis=1), tuple(size))
     top, left, bottom, right = boxes.T
@@ -348,11 +354,8 @@ def cascading_randomization(model, images, method=gradcam, class_index=None, lay
     steps = [CascadeStep("original", np.ones(len(batch)))]
     rng = np.random.default_rng(seed)
     for block, layers in _blocks_top_down(clone):
-        for layer_ in layers:
-            for variable in layer_.weights:
-                initializer = _initializer(layer_, variable, int(rng.integers(2**31)))
-                variable.assign(initializer(variable.shape, variable.dtype))
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore", RuntimeWarning)
-            steps.append(CascadeStep(block, _spearman(original, np.asarray(method(randomised, batch, **options)))))
+        for each in layers:
+            for variable in each.weights:
+                variable.assign(_initializer(each, variable, int(rng.integers(2**31)))(variable.shape, variable.dtype))
+        steps.append(CascadeStep(block, _spearman(original, np.asarray(method(randomised, batch, **options)))))
     return steps

@@ -298,3 +298,20 @@ def test_constant_maps_correlate_zero_not_nan():
     np.testing.assert_array_equal(trust._spearman(varied, flat), [0.0])
     np.testing.assert_allclose(trust._spearman(varied, varied ** 2), [1.0])
     np.testing.assert_allclose(trust._spearman(varied, -varied), [-1.0])
+
+
+def test_cascade_reaches_into_a_nested_base_and_leaves_it_untouched():
+    keras.utils.set_random_seed(2)
+    base_input = keras.Input((8, 8, 3))
+    base = keras.Model(base_input, keras.layers.Conv2D(4, 3, activation="relu", name="feature_conv")(base_input),
+                       name="base")
+    inputs = keras.Input((8, 8, 3))
+    pooled = keras.layers.GlobalAveragePooling2D()(base(inputs, training=False))
+    model = keras.Model(inputs, keras.layers.Dense(3, activation="softmax", name="head")(pooled))
+    before = [w.copy() for w in model.get_weights()]
+    images = np.random.default_rng(0).uniform(-1, 1, (2, 8, 8, 3)).astype("float32")
+    steps = trust.cascading_randomization(model, images, layer="feature_conv")
+    assert [step.block for step in steps] == ["original", "head", "feature"]
+    assert all(np.isfinite(step.correlation).all() for step in steps)
+    for old, new in zip(before, model.get_weights()):
+        np.testing.assert_array_equal(old, new)
