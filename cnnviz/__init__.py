@@ -10,8 +10,9 @@ import_tensorflow_quietly()
 from .images import load_image, sample_images  # noqa: E402
 from .layers import conv_layers, get_layer, tap_model  # noqa: E402
 from .models import ModelBundle, load_model  # noqa: E402
+from .notebook import compact_figures  # noqa: E402
 
-__all__ = ["ModelBundle", "conv_layers", "get_layer", "load_image", "load_model", "sample_images", "tap_model"]
+__all__ = ["ModelBundle", "compact_figures", "conv_layers", "get_layer", "load_image", "load_model", "sample_images", "tap_model"]
 
 # One line per chapter module below; each module defines its own __all__.
 from .activations import *  # noqa: E402,F401,F403

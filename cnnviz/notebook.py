@@ -1,0 +1,56 @@
+"""Notebook plumbing: light inline figures (every notebook's first cell calls :func:`compact_figures`).
+
+Matplotlib's inline backend stores each figure as an RGBA PNG: right for line plots, five times too
+heavy for photos and heatmaps, which made the notebooks weigh 9.5 MB. Here figures that show pictures
+(``imshow``/``matshow``) are stored as JPEG, the others (curves, bars) stay PNG.
+"""
+from __future__ import annotations
+
+import io
+
+__all__ = ["compact_figures"]
+
+JPEG_QUALITY = 88  # no visible loss at the displayed size
+
+
+def has_pictures(figure) -> bool:
+    """Whether any axes of the matplotlib ``figure`` shows an image (imshow, matshow)."""
+    return any(ax.images for ax in figure.axes)
+
+
+def _saved(figure, fmt: str, **kwargs) -> bytes:
+    buffer = io.BytesIO()
+    figure.savefig(buffer, format=fmt, bbox_inches="tight", **kwargs)
+    return buffer.getvalue()
+
+
+def figure_as_jpeg(figure) -> bytes | None:
+    """The figure as JPEG bytes when it shows pictures, else None (IPython then skips the format)."""
+    return _saved(figure, "jpeg", pil_kwargs={"quality": JPEG_QUALITY}) if has_pictures(figure) else None
+
+
+def figure_as_png(figure) -> bytes | None:
+    """The figure as PNG bytes when it shows no pictures (a line or bar plot), else None."""
+    return None if has_pictures(figure) else _saved(figure, "png")
+
+
+def compact_figures() -> bool:
+    """Inline figures as JPEG when they show pictures, PNG otherwise. Returns False outside IPython.
+
+    Call it once per notebook, after ``import cnnviz``. ``%config InlineBackend.figure_formats = ...``
+    afterwards takes over again.
+    """
+    try:
+        from IPython import get_ipython
+    except ImportError:
+        return False
+    shell = get_ipython()
+    if shell is None:
+        return False
+    import matplotlib.pyplot  # noqa: F401 — sets the inline backend up first, so it does not undo what follows
+    from matplotlib.figure import Figure
+
+    formatters = shell.display_formatter.formatters
+    formatters["image/png"].for_type(Figure, figure_as_png)
+    formatters["image/jpeg"].for_type(Figure, figure_as_jpeg)
+    return True

@@ -1,0 +1,51 @@
+"""compact_figures: pictures stored as JPEG, plots as PNG, in a real IPython shell."""
+import io
+
+import matplotlib
+
+matplotlib.use("module://matplotlib_inline.backend_inline")
+import matplotlib.pyplot as plt  # noqa: E402
+import numpy as np  # noqa: E402
+import pytest  # noqa: E402
+from IPython.core.interactiveshell import InteractiveShell  # noqa: E402
+
+from PIL import Image  # noqa: E402
+
+import cnnviz  # noqa: E402
+
+
+@pytest.fixture
+def shell():
+    shell = InteractiveShell.instance()
+    assert cnnviz.compact_figures()
+    yield shell
+    plt.close("all")
+
+
+def test_pictures_become_jpeg_and_plots_stay_png(shell):
+    photo = np.random.default_rng(0).random((224, 224, 3))
+    picture, ax = plt.subplots(figsize=(6, 6))
+    ax.imshow(photo)
+    plot, ax = plt.subplots(figsize=(6, 4))
+    ax.plot(np.arange(10) ** 2)
+    shown, _ = shell.display_formatter.format(picture)
+    assert "image/jpeg" in shown and "image/png" not in shown
+    assert shown["image/jpeg"][:2] == b"\xff\xd8"  # a JPEG file
+    drawn, _ = shell.display_formatter.format(plot)
+    assert "image/png" in drawn and "image/jpeg" not in drawn
+    jpeg = Image.open(io.BytesIO(shown["image/jpeg"]))
+    png = Image.open(io.BytesIO(_png(picture)))
+    assert jpeg.mode == "RGB" and jpeg.size == png.size  # same picture, same resolution
+    assert len(shown["image/jpeg"]) < len(_png(picture)) / 2  # and much lighter than matplotlib's PNG
+
+
+def _png(figure) -> bytes:
+    buffer = io.BytesIO()
+    figure.savefig(buffer, format="png", bbox_inches="tight")
+    return buffer.getvalue()
+
+
+def test_outside_ipython_nothing_happens(monkeypatch):
+    import IPython
+    monkeypatch.setattr(IPython, "get_ipython", lambda: None)
+    assert cnnviz.compact_figures() is False
