@@ -145,7 +145,8 @@ def deletion_curve(model, images, maps, class_index=None, steps: int = 50, basel
 
     images (N, H, W, 3); maps (N, h, w) at any resolution (min-max normalised, bilinearly upsampled,
     pixels ranked best first, ties in reading order). class_index None → the top class on the image.
-    baseline: "blur" (Gaussian, σ = 10 px at 224), "grey", "black", or an array like the images.
+    baseline: "blur" (Gaussian, σ = 10 px at 224), "grey", "black", or an array like the images (a
+    bare model's images are its inputs: there "grey" is 0 and "black" the images' smallest value).
     Returns fractions (steps + 1,) from 0 to 1 and probabilities (N, steps + 1); lower area is better.
     Each curve is one batched forward pass over its steps + 1 images.
     """
