@@ -255,13 +255,16 @@ def pointing_table(model, method=gradcam, pairs=PAIRS, layer=None, tolerance: in
     model: a ModelBundle (photos are pixels). For each pair, each photo is a target in turn, its class
     being the model's top class for that photo alone (centre crop 87.5%). ``method(model, images,
     class_index=..., layer=...)`` gives the maps (layer passed only when given). One call for all maps.
+    Class names are ImageNet's for a 1000-class model, else the index as text; mass rounded to 4 digits.
     """
     if not isinstance(model, ModelBundle):
         raise TypeError("pointing_table needs a cnnviz.ModelBundle (it feeds photos in pixels); "
                         "wrap your model in one, or call pointing_game on your own maps")
     names = sorted({name for pair in pairs for name in pair})
     photos = np.stack([load_image(name, size=model.input_size, crop=0.875) for name in names])
-    top = dict(zip(names, _probabilities(model, photos).argmax(axis=1)))
+    probabilities = _probabilities(model, photos)
+    top = dict(zip(names, probabilities.argmax(axis=1)))
+    imagenet = probabilities.shape[1] == len(class_names())
     images, boxes, rows = [], [], []
     for left, right in pairs:
         image, halves = collage(left, right, model.input_size)
@@ -273,7 +276,7 @@ def pointing_table(model, method=gradcam, pairs=PAIRS, layer=None, tolerance: in
     maps = method(model, np.stack(images), class_index=classes, **({} if layer is None else {"layer": layer}))
     hits = pointing_game(maps, boxes, model.input_size, tolerance)
     masses = mass_in_box(maps, boxes, model.input_size)
-    return [PointingResult(pair, target, class_names()[c], bool(h), round(float(m), 4))
+    return [PointingResult(pair, target, class_names()[c] if imagenet else str(c), bool(h), round(float(m), 4))
             for (pair, target, c), h, m in zip(rows, hits, masses)]
 
 
@@ -342,7 +345,8 @@ def cascading_randomization(model, images, method=gradcam, class_index=None, lay
     block ``method(model, images, class_index=…, layer=…)`` is recomputed for the class the ORIGINAL
     model predicted (or ``class_index``) and compared with the original map by Spearman's ρ of the
     flattened maps (a constant map gives 0). Returns [CascadeStep("original", ones), …], one per block.
-    The data-randomisation variant of the paper is not implemented.
+    The data-randomisation variant of the paper is not implemented, nor SSIM (it would make scikit-image
+    a runtime dependency; rank correlation is the paper's main measure).
     """
     batch, _ = as_batch(images)
     keras_model, _ = unwrap(model)

@@ -316,3 +316,11 @@ def test_cascade_reaches_into_a_nested_base_and_leaves_it_untouched():
     assert all(np.isfinite(step.correlation).all() for step in steps)
     for old, new in zip(before, model.get_weights()):
         np.testing.assert_array_equal(old, new)
+
+
+def test_pointing_table_names_classes_of_other_models(tiny):
+    """A five-class model (no ImageNet names): classes are shown by index."""
+    small = cnnviz.ModelBundle("tiny", tiny, (8, 8), lambda x: x / 127.5 - 1, "conv")
+    table = trust.pointing_table(small, pairs=[("cat", "coffee")], layer="conv", tolerance=0)
+    assert [row[:2] for row in table] == [("cat|coffee", "cat"), ("cat|coffee", "coffee")]
+    assert {row.class_name for row in table} <= {"0", "1", "2", "3", "4"}
