@@ -290,7 +290,8 @@ class CascadeStep(NamedTuple):
 
 def _block_of(layer_name: str) -> str:
     """A layer's block: its first "_"-separated part and the following parts that hold a digit:
-    block2b_expand_conv → block2b, top_bn → top, conv5_block3_1_bn → conv5_block3_1, block_16_project → block_16."""
+    block2b_expand_conv → block2b, top_bn → top, conv5_block3_1_bn → conv5_block3_1, block_16_expand →
+    block_16."""
     parts = layer_name.split("_")
     block = [parts[0]]
     for part in parts[1:]:
@@ -324,6 +325,12 @@ def _initializer(layer, variable, seed: int):
         initializer = keras.initializers.GlorotUniform() if len(variable.shape) >= 2 else keras.initializers.Zeros()
     config = initializer.get_config()
     return type(initializer).from_config({**config, "seed": seed}) if "seed" in config else initializer
+
+
+def _reinitialise(layer, rng: np.random.Generator) -> None:
+    """Every weight of ``layer`` drawn afresh from its initialiser, seeded from ``rng`` (in place)."""
+    for variable in layer.weights:
+        variable.assign(_initializer(layer, variable, int(rng.integers(2**31)))(variable.shape, variable.dtype))
 
 
 def _spearman(original: np.ndarray, current: np.ndarray) -> np.ndarray:
@@ -360,7 +367,6 @@ def cascading_randomization(model, images, method=gradcam, class_index=None, lay
     rng = np.random.default_rng(seed)
     for block, layers in _blocks_top_down(clone):
         for each in layers:
-            for variable in each.weights:
-                variable.assign(_initializer(each, variable, int(rng.integers(2**31)))(variable.shape, variable.dtype))
+            _reinitialise(each, rng)
         steps.append(CascadeStep(block, _spearman(original, np.asarray(method(randomised, batch, **options)))))
     return steps
