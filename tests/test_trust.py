@@ -310,8 +310,11 @@ def test_cascade_reaches_into_a_nested_base_and_leaves_it_untouched():
     pooled = keras.layers.GlobalAveragePooling2D()(base(inputs, training=False))
     model = keras.Model(inputs, keras.layers.Dense(3, activation="softmax", name="head")(pooled))
     before = [w.copy() for w in model.get_weights()]
+    layers = [*model.layers, *base.layers]
+    nodes = [(len(layer._inbound_nodes), len(layer._outbound_nodes)) for layer in layers]  # Keras' call records
     images = np.random.default_rng(0).uniform(-1, 1, (2, 8, 8, 3)).astype("float32")
     steps = trust.cascading_randomization(model, images, layer="feature_conv")
+    assert [(len(layer._inbound_nodes), len(layer._outbound_nodes)) for layer in layers] == nodes
     assert [step.block for step in steps] == ["original", "head", "feature"]
     assert all(np.isfinite(step.correlation).all() for step in steps)
     for old, new in zip(before, model.get_weights()):
