@@ -47,8 +47,13 @@ def compact_figures() -> bool:
     shell = get_ipython()
     if shell is None:
         return False
-    import matplotlib.pyplot  # noqa: F401 — sets the inline backend up first, so it does not undo what follows
+    import matplotlib
+    import matplotlib.pyplot as plt
     from matplotlib.figure import Figure
+
+    # pyplot loads its backend lazily, and loading the inline backend resets the figure formatters: load
+    # it now, so that it does not undo what follows at the first plot.
+    plt.switch_backend(matplotlib.get_backend())
 
     formatters = shell.display_formatter.formatters
     formatters["image/png"].for_type(Figure, figure_as_png)

@@ -49,3 +49,23 @@ def test_outside_ipython_nothing_happens(monkeypatch):
     import IPython
     monkeypatch.setattr(IPython, "get_ipython", lambda: None)
     assert cnnviz.compact_figures() is False
+
+
+def test_in_a_real_kernel_pictures_are_stored_as_jpeg():
+    """The inline backend is loaded at the first plot and resets the formatters: compact_figures must
+    survive that, in a kernel as nbconvert and nbval run it."""
+    import nbformat
+    from nbclient import NotebookClient
+    from nbformat.v4 import new_code_cell, new_notebook
+
+    notebook = new_notebook(cells=[
+        new_code_cell("import cnnviz\ncnnviz.compact_figures()\nimport matplotlib.pyplot as plt\nimport numpy as np"),
+        new_code_cell("plt.imshow(np.random.default_rng(0).random((64, 64, 3)))\nplt.show()"),
+        new_code_cell("plt.plot([1, 3, 2])\nplt.show()"),
+    ])
+    NotebookClient(notebook, timeout=120, kernel_name="python3").execute()
+    picture, plot = ({mime for output in cell.outputs for mime in output.get("data", {})}
+                     for cell in notebook.cells[1:])
+    assert "image/jpeg" in picture and "image/png" not in picture
+    assert "image/png" in plot and "image/jpeg" not in plot
+    nbformat.validate(notebook)
