@@ -105,7 +105,8 @@ class ClassExplorer:
         self.upload = widgets.FileUpload(accept="image/*", multiple=False, description="your photo")
         self.class_picker = widgets.Dropdown(description=f"top {self.top}", style=wide,
                                              layout=widgets.Layout(width="340px"))
-        self.class_picker.add_class("cnnviz-class")
+        for widget, name in ((self.image_picker, "photo"), (self.class_picker, "class")):
+            widget.add_class(f"cnnviz-{name}")  # CSS handles for the browser tests
         self.class_search = widgets.Combobox(options=self.labels, ensure_option=True, description="any class",
                                              placeholder="search all 1000 classes", style=wide)
         layers = conv_layers(self.state.bundle)
@@ -115,6 +116,7 @@ class ClassExplorer:
         self.method_picker = widgets.Dropdown(options=list(explorer_methods()), description="method", style=wide,
                                               layout=widgets.Layout(width="240px"))
         self.method_picker.add_class("cnnviz-method")
+        self.layer_picker.add_class("cnnviz-layer")
         self.shared_scale_box = widgets.Checkbox(description="shared scale", indent=False,
                                                  layout=widgets.Layout(width="120px"))
         self.shared_scale_box.add_class("cnnviz-shared-scale")
