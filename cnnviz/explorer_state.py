@@ -30,7 +30,7 @@ import numpy as np
 from .caching import LRUCache, per_model_cache
 from .gradcam import gradcam_parts
 from .images import as_batch, fit, load_image, sample_images
-from .layers import tap_model
+from .layers import spatial_layer, tap_model
 from .models import ModelBundle
 
 __all__ = ["EXPLORER_METHODS", "ExplorerState", "RawMaps", "explain_classes", "explorer_methods",
@@ -140,7 +140,7 @@ class ExplorerState:
         self.forward_passes = 0
         self.shared_scale = False
         self._maps = LRUCache(cache_size)  # (method, layer, class) → raw (h, w), for the current photo
-        self._layer = bundle.last_conv_layer if layer is None else layer
+        self._layer = spatial_layer(bundle.model, layer).name  # None → the last spatial layer
         self._method = self._checked_method(method)
         self.photo_name = None
         self.class_index = None
@@ -158,9 +158,9 @@ class ExplorerState:
 
     @layer.setter
     def layer(self, name: str):
-        previous, self._layer = self._layer, name
+        previous, self._layer = self._layer, spatial_layer(self.bundle.model, name).name  # a wrong name: ValueError
         try:
-            self._explain_top()  # a wrong layer raises here and leaves the state as it was
+            self._explain_top()  # a failing method raises here and leaves the state as it was
         except Exception:
             self._layer = previous
             raise
@@ -208,13 +208,14 @@ class ExplorerState:
 
     def select_class(self, class_index) -> None:
         """Show one class (0 … C-1): free when its map is cached, else one pass."""
+        self._need_photo()
         if isinstance(class_index, bool) or not isinstance(class_index, (int, np.integer)):
             raise TypeError(f"class_index must be an int, got {class_index!r}")
         if not 0 <= class_index < len(self.probabilities):
             raise ValueError(f"class index {class_index} is out of range: the model has "
                              f"{len(self.probabilities)} classes (0 … {len(self.probabilities) - 1})")
+        self._raw_maps([int(class_index)])  # may fail (a method's error): then nothing changed
         self.class_index = int(class_index)
-        self._raw_maps([self.class_index])
 
     def clear_cache(self) -> None:
         """Forget every cached map (the next display recomputes)."""
@@ -240,11 +241,16 @@ class ExplorerState:
         return self._raw_maps([self.class_index])[0]
 
     def _raw_and_scale(self) -> tuple[np.ndarray, float]:
+        self._need_photo()
         classes = [*self.best, self.class_index] if self.shared_scale else [self.class_index]
         maps = self._raw_maps(classes)
         return maps[-1], max(float(m.max()) for m in maps)
 
     # ---- computing --------------------------------------------------------------------------------
+    def _need_photo(self):
+        if self.photo_name is None:
+            raise ValueError("no photo yet: call select_photo(name) or add_photo(name, image) first")
+
     def _explain_top(self):
         """Make sure the top classes and the current one are cached at the current layer and method."""
         if self.photo_name is not None:
@@ -266,10 +272,12 @@ class ExplorerState:
         found = EXPLORER_METHODS[self._method](self.bundle, self.pixels, self._layer, classes, self.top)
         self.forward_passes += 1
         maps = np.asarray(found.maps, dtype="float32")
-        if maps.ndim != 3 or len(maps) != len(found.classes) or (maps < 0).any() or not np.isfinite(maps).all():
-            raise ValueError(f"method {self._method!r} must return (k, h, w) finite maps ≥ 0 for k classes; "
-                             f"got shape {maps.shape}")
-        for class_index, raw in zip(found.classes, maps):
+        given = [int(c) for c in np.atleast_1d(found.classes)]
+        if maps.ndim != 3 or len(maps) != len(given) or (maps < 0).any() or not np.isfinite(maps).all() or \
+                (classes is not None and set(given) != {int(c) for c in classes}):
+            raise ValueError(f"method {self._method!r} must return (k, h, w) finite maps ≥ 0 for the k classes "
+                             f"asked; got shape {maps.shape} for classes {given[:10]}")
+        for class_index, raw in zip(given, maps):
             self._maps[(self._method, self._layer, int(class_index))] = raw
         return found
 

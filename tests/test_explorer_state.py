@@ -99,18 +99,24 @@ def test_a_layer_change_explains_the_top_classes_in_one_pass(bundle, state, cat)
     assert state.forward_passes == passes + 1 and state.heatmap.shape == (7, 7)
 
 
-def test_the_cache_is_bounded_and_an_evicted_map_comes_back_the_same(bundle):
-    state = ExplorerState(bundle, cache_size=8)
+def test_the_cache_is_bounded_least_recently_used_out(bundle, monkeypatch):
+    calls = []
+
+    def numbered(bundle, pixels, layer, classes):  # class c's map is c + 1 everywhere: easy to check
+        calls.append(list(classes))
+        return np.ones((len(classes), 2, 2)) * (np.asarray(classes)[:, None, None] + 1)
+    monkeypatch.setitem(explorer_state.EXPLORER_METHODS, "numbered", explain_classes(numbered))
+    state = ExplorerState(bundle, cache_size=8, method="numbered")
     state.select_photo("coffee")
-    first = state.heatmap.copy()
-    for layer in ["block6d_add", "block5c_add", "block4c_add"]:
-        state.layer = layer
-        assert len(state._maps) <= 8
-    assert ("Grad-CAM", "top_activation", state.best[0]) not in state._maps
-    passes = state.forward_passes
-    state.layer = "top_activation"
-    assert state.forward_passes == passes + 1 and len(state._maps) <= 8
-    np.testing.assert_allclose(state.heatmap, first, atol=1e-6)
+    assert len(state._maps) == 5 and calls == [list(state.best)]
+    for class_index in range(10, 20):
+        state.select_class(class_index)
+        assert len(state._maps) <= 8 and state.heatmap.max() == 1 and state.raw_heatmap.max() == class_index + 1
+    assert ("numbered", "top_activation", 19) in state._maps and ("numbered", "top_activation", 10) not in state._maps
+    assert calls[-1][-1] == 19 and set(calls[-1][:-1]) in (set(), set(state.best))  # the top classes come back
+    calls.clear()                                                                   # once all were evicted
+    state.select_class(10)  # least recently used: evicted, computed again
+    assert len(calls) == 1 and 10 in calls[0] and state.raw_heatmap.max() == 11 and len(state._maps) <= 8
     with pytest.raises(ValueError, match="cache_size"):
         ExplorerState(bundle, top=5, cache_size=5)
 
@@ -159,13 +165,31 @@ def test_empty_maps_stay_zero_not_nan(bundle, monkeypatch, state):
         assert state.scale == 0 and not state.heatmap.any() and np.isfinite(state.heatmap).all()
 
 
-@pytest.mark.parametrize("maps", [np.full((1, 2, 2), -1.0), np.full((1, 2, 2), np.nan), np.ones((2, 2))])
-def test_a_broken_method_is_a_clear_error(bundle, monkeypatch, state, maps):
-    broken = lambda bundle, pixels, layer, classes, top: RawMaps(np.array([0]), maps, np.zeros(1000))  # noqa: E731
+@pytest.mark.parametrize("maps, classes", [(np.full((1, 2, 2), -1.0), [0]), (np.full((1, 2, 2), np.nan), [0]),
+                                           (np.ones((2, 2)), [0]), (np.ones((1, 2, 2)), None)])
+def test_a_broken_method_is_a_clear_error(bundle, monkeypatch, state, maps, classes):
+    def broken(bundle, pixels, layer, asked, top):
+        given = np.array(classes if classes is not None else [999 - asked[0]] if asked is not None else [0])
+        return RawMaps(given, maps, np.zeros(1000))
     monkeypatch.setitem(explorer_state.EXPLORER_METHODS, "broken", broken)
-    with pytest.raises(ValueError, match="must return .* finite maps ≥ 0"):
+    with pytest.raises(ValueError, match="must return .* finite maps ≥ 0 for the k classes asked"):
         state.method = "broken"
     assert state.method == "Grad-CAM"
+
+
+def test_a_failing_class_leaves_the_state_as_it_was(bundle, monkeypatch, state):
+    def fails_for_espresso(bundle, pixels, layer, classes):
+        if ESPRESSO in classes:
+            raise RuntimeError("no espresso today")
+        return np.ones((len(classes), 2, 2))
+    monkeypatch.setitem(explorer_state.EXPLORER_METHODS, "picky", explain_classes(fails_for_espresso))
+    state.method = "picky"
+    before = state.class_index
+    with pytest.raises(RuntimeError, match="no espresso today"):
+        state.select_class(ESPRESSO)
+    assert state.class_index == before and state.heatmap.shape == (2, 2)
+    with pytest.raises(ValueError, match="no photo yet"):
+        ExplorerState(bundle).heatmap
 
 
 def test_bad_input_is_a_clear_error_and_changes_nothing(bundle, state, cat):
