@@ -17,5 +17,6 @@ __all__ = ["ModelBundle", "conv_layers", "get_layer", "load_image", "load_model"
 from .activations import *  # noqa: E402,F401,F403
 from .filters import *  # noqa: E402,F401,F403
 from .gradcam import *  # noqa: E402,F401,F403
+from .methods import *  # noqa: E402,F401,F403
 from .explorer import *  # noqa: E402,F401,F403
 __version__ = "0.1.0"
