@@ -84,7 +84,7 @@ class LayerGradients:
         self.forward = tf.function(partial(self._compute, mode="forward"), input_signature=signature)
         self.one_class = tf.function(partial(self._compute, mode="one"), input_signature=signature)
         self.many_classes = tf.function(partial(self._compute, mode="many"), input_signature=signature)
-        self.masked_scores = tf.function(self._masked_scores, input_signature=[
+        self.masked_scores = tf.function(partial(self._masked_scores), input_signature=[
             tf.TensorSpec((None,) * 4, tf.float32), tf.TensorSpec((None,) * 3, tf.float32),
             tf.TensorSpec((None, None), tf.int32)])
 
@@ -194,7 +194,7 @@ class InputGradients:
 
     ``gradients(x, classes)`` → (∂y/∂x (N, H, W, C), classes (N,), scores (N,)); classes (N,) ints,
     -1 → top class. ``noisy_sum(x, classes, sigma (N,), seed (2,), count)`` → Σ over ``count`` copies
-    x + N(0, σ²) of ∂y/∂x, one batch, noise from a stateless generator (same seed, same noise).
+    x + N(0, σ²) of |∂y/∂x|, one batch, noise from a stateless generator (same seed, same noise).
     ``path_sum(x, baseline, classes, alphas (s,))`` → Σ_s ∂y/∂x at x' + α_s (x − x'), one batch.
     """
 
@@ -204,12 +204,12 @@ class InputGradients:
         self.tap = tap_model(network, [], score="logits" if score is None else "output")
         self.num_classes = self.tap.outputs[-1].shape[-1]
         images, classes = tf.TensorSpec((None, None, None, None), tf.float32), tf.TensorSpec((None,), tf.int32)
-        self.gradients = tf.function(self._gradients, input_signature=[images, classes])
-        self.top_class = tf.function(self._top_class, input_signature=[images])
-        self.noisy_sum = tf.function(self._noisy_sum, input_signature=[
+        self.gradients = tf.function(partial(self._gradients), input_signature=[images, classes])
+        self.top_class = tf.function(partial(self._top_class), input_signature=[images])
+        self.noisy_sum = tf.function(partial(self._noisy_sum), input_signature=[
             images, classes, tf.TensorSpec((None,), tf.float32), tf.TensorSpec((2,), tf.int32),
             tf.TensorSpec((), tf.int32)])
-        self.path_sum = tf.function(self._path_sum, input_signature=[
+        self.path_sum = tf.function(partial(self._path_sum), input_signature=[
             images, images, classes, tf.TensorSpec((None,), tf.float32)])
 
     def _gradients(self, images, classes):
@@ -217,22 +217,24 @@ class InputGradients:
             tape.watch(images)
             _, output = self.tap(self.preprocess(images), training=False)
             classes, scores = select_scores(output, classes[:, None], self.score)
-        return tape.gradient(tf.reduce_sum(scores), images), classes[:, 0], scores[:, 0]
+            total = tf.reduce_sum(scores)
+        return tape.gradient(total, images), classes[:, 0], scores[:, 0]
 
     def _top_class(self, images):
         _, logits = self.tap(self.preprocess(images), training=False)
         return tf.argmax(logits, axis=-1, output_type=tf.int32)
 
-    def _repeated_gradients(self, points, classes, count):
-        """points (count·N, H, W, C), copy-major → Σ over the count copies of ∂y/∂x: (N, H, W, C)."""
+    def _repeated_gradients(self, points, classes, count, magnitude: bool = False):
+        """points (count·N, H, W, C), copy-major → Σ over the count copies of ∂y/∂x (or of |∂y/∂x|)."""
         gradients, _, _ = self._gradients(points, tf.tile(classes, [count]))
+        gradients = tf.abs(gradients) if magnitude else gradients
         return tf.reduce_sum(tf.reshape(gradients, tf.concat([[count, -1], tf.shape(points)[1:]], 0)), 0)
 
     def _noisy_sum(self, images, classes, sigma, seed, count):
         noise = tf.random.stateless_normal(tf.concat([[count], tf.shape(images)], 0), seed)
         noisy = images[None] + sigma[None, :, None, None, None] * noise  # (count, N, H, W, C)
         return self._repeated_gradients(tf.reshape(noisy, tf.concat([[-1], tf.shape(images)[1:]], 0)),
-                                        classes, count)
+                                        classes, count, magnitude=True)
 
     def _path_sum(self, images, baselines, classes, alphas):
         alphas = alphas[:, None, None, None, None]
