@@ -47,7 +47,12 @@ def compact_figures() -> bool:
     shell = get_ipython()
     if shell is None:
         return False
-    import matplotlib.pyplot  # noqa: F401 — sets the inline backend up first, so it does not undo what follows
+    import matplotlib
+    import matplotlib.pyplot as plt
+
+    # pyplot loads its backend lazily, at the first figure, and loading the inline backend resets the figure
+    # formatters: load it now, so it does not undo what follows (in a real kernel it did).
+    plt.switch_backend(matplotlib.get_backend())
     from matplotlib.figure import Figure
 
     formatters = shell.display_formatter.formatters

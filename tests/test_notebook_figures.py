@@ -1,5 +1,6 @@
 """compact_figures: pictures stored as JPEG, plots as PNG, in a real IPython shell."""
 import io
+from pathlib import Path
 
 import matplotlib
 
@@ -49,3 +50,20 @@ def test_outside_ipython_nothing_happens(monkeypatch):
     import IPython
     monkeypatch.setattr(IPython, "get_ipython", lambda: None)
     assert cnnviz.compact_figures() is False
+
+
+def test_in_a_real_kernel_pictures_become_jpeg():
+    """In a kernel pyplot loads the inline backend at the first figure, which resets the formatters."""
+    nbformat = pytest.importorskip("nbformat")
+    nbclient = pytest.importorskip("nbclient")
+    notebook = nbformat.v4.new_notebook()
+    notebook.cells = [nbformat.v4.new_code_cell("import cnnviz\ncnnviz.compact_figures()\n"
+                                                "import matplotlib.pyplot as plt"),
+                      nbformat.v4.new_code_cell("plt.imshow([[0, 1], [1, 0]]); plt.show()"),
+                      nbformat.v4.new_code_cell("plt.plot([0, 1]); plt.show()")]
+    repository = str(Path(__file__).resolve().parents[1])  # the kernel imports this cnnviz (PYTHONPATH=.)
+    nbclient.NotebookClient(notebook, kernel_name="python3", timeout=120,
+                            resources={"metadata": {"path": repository}}).execute()
+    picture, plot = ([output for output in cell.outputs if "data" in output] for cell in notebook.cells[1:])
+    assert [sorted(output.data) for output in picture] == [["image/jpeg", "text/plain"]]
+    assert [sorted(output.data) for output in plot] == [["image/png", "text/plain"]]
