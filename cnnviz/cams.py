@@ -77,7 +77,7 @@ def _is_softmax(layer) -> bool:
 
 
 def _classifier(keras_model, layer_name: str) -> keras.layers.Dense:
-    """The Dense layer of ``layer → GlobalAveragePooling2D → (Dropout) → Dense (→ softmax)``, else ValueError."""
+    """The Dense of ``layer → GlobalAveragePooling2D → (Dropout) → Dense (→ softmax)``, else a ValueError."""
     order = [layer for layer, _ in _walk(keras_model)
              if not isinstance(layer, (keras.Model, keras.layers.InputLayer))]
     after = order[[layer.name for layer in order].index(layer_name) + 1:]
