@@ -134,18 +134,18 @@ def _raw_maps(method: str, model, images, classes_of, layer, score, **options) -
     """(raw maps (N, k, h, w) ≥ 0, whether one image was given); ``classes_of(n, num_classes)`` → (N, k)."""
     if method not in CAM_METHODS:
         raise ValueError(f"unknown CAM method {method!r}; choose one of {sorted(CAM_METHODS)}")
+    if options and method != "scorecam":
+        raise TypeError(f"{method} takes no options, got {sorted(options)} (scorecam's are channels, batch_size)")
     keras_model, preprocess = unwrap(model)
     batch, single = as_batch(images)
     taps = layer_gradients(keras_model, layer, score)
     classes = classes_of(len(batch), taps.num_classes)
     x = tf.convert_to_tensor(preprocess(batch), tf.float32)
     if method == "cam":
-        maps = _cam(keras_model, taps, x, classes, score, **options)
+        maps = _cam(keras_model, taps, x, classes, score)
     elif method == "scorecam":
         maps = _scorecam(keras_model, taps, x, tf.convert_to_tensor(classes, tf.int32), score, **options)
     else:
-        if options:
-            raise TypeError(f"{method} takes no options, got {sorted(options)}")
         activations, gradients, *_ = taps(x, classes)
         maps = _GRADIENT_CAMS[method](activations, gradients)
     return np.asarray(maps), single

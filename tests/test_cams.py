@@ -277,3 +277,5 @@ def test_clear_errors(bundle, cat):
         gradcam_plus_plus(bundle, cat, layer="top_activaton")
     with pytest.raises(ValueError, match="batch_size must be"):
         scorecam(bundle, cat, batch_size=0)
+    with pytest.raises(TypeError, match="layercam takes no options, got \\['channels'\\]"):
+        cam_maps("layercam", bundle, cat, [1], channels=3)
