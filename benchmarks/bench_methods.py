@@ -146,19 +146,20 @@ def main(repeats=7):
                    "guided_backprop": "saliency", "guided_gradcam": "saliency"}
     logits_model = keras.Model(bundle.model.input, bundle.model.get_layer("logits").output)
     theirs, their_scorecam_all = tf_keras_vis_methods(logits_model, x, c) if tf_keras_vis else ({}, None)
+    if tf_keras_vis:  # the same maths: cnnviz and tf-keras-vis agree on the logits model (before normalising:
+        # tf-keras-vis min-max normalises, cnnviz divides by the maximum)
+        raw = Gradcam(logits_model, clone=False)(CategoricalScore([c]), x, penultimate_layer=LAYER,
+                                                 seek_penultimate_conv_layer=False, expand_cam=False,
+                                                 normalize_cam=False)[0]
+        raw = np.asarray(raw)
+        same = np.abs(raw / raw.max() - cnnviz.gradcam(bundle, image)).max()
+
     heavy = {"smoothgrad", "integrated_gradients"}  # seconds each: fewer repeats
     measured = {}
     for names, times in ((lambda name: name not in heavy, repeats), (lambda name: name in heavy, max(1, repeats // 3))):
         calls = {(who, name): call for who, methods in (("cnnviz", ours), ("floor", floor_of), ("tf-keras-vis", theirs))
                  for name, call in methods.items() if names(name)}
         measured.update(run(calls, times))
-    if tf_keras_vis:  # the same maths: cnnviz and tf-keras-vis agree on the logits model (before normalising:
-        # tf-keras-vis min-max normalises, cnnviz divides by the maximum)
-        raw = Gradcam(logits_model, clone=False)(CategoricalScore([c]), x, penultimate_layer=LAYER,
-                                                 seek_penultimate_conv_layer=False, expand_cam=False,
-                                                 normalize_cam=False)[0]
-        same = np.abs(raw / raw.max() - cnnviz.gradcam(bundle, image)).max()
-
     # Score-CAM over all channels: once each (warm-up done above with 64 channels)
     all_channels = {("cnnviz", "scorecam_all"): lambda: cnnviz.scorecam(bundle, image),
                     ("floor", "scorecam_all"): lambda: floor_scorecam(channels)}
