@@ -30,7 +30,14 @@ from .gradcam import _class_matrix, normalise
 from .layers import _input_tensor, leaves_layers_unchanged, spatial_layer, tap_model
 
 __all__ = ["InputGradients", "LayerGradients", "class_matrix", "guided_clone", "input_gradients",
-           "layer_gradients", "normalise"]
+           "layer_gradients", "normalise", "positive_int"]
+
+
+def positive_int(name: str, value) -> int:
+    """``value`` as an int ≥ 1, else a ValueError naming the argument (bools are not counts)."""
+    if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < 1:
+        raise ValueError(f"{name} must be a positive int, got {value!r}")
+    return int(value)
 
 
 def class_matrix(class_index, n: int, num_classes: int, score=None) -> np.ndarray:

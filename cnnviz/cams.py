@@ -29,7 +29,7 @@ import keras
 import numpy as np
 import tensorflow as tf
 
-from .attribution import class_matrix, layer_gradients, normalise
+from .attribution import class_matrix, layer_gradients, normalise, positive_int
 from .gradcam import gradcam
 from .images import as_batch
 from .layers import _walk
@@ -108,13 +108,10 @@ def _cam(keras_model, taps, x, classes, score):
 
 # ---------------------------------------------------------------- Score-CAM (Wang et al. 2020): no gradients
 
-def _scorecam(keras_model, taps, x, classes, score, channels=None, batch_size: int = 32):
+def _scorecam(taps, x, classes, channels=None, batch_size: int = 32):
     """Score-CAM maps (N, k, h, w): w_k = softmax(f(X ⊙ M_k))_c, one batched forward per channel batch."""
-    if channels is not None and (isinstance(channels, bool) or not isinstance(channels, (int, np.integer))
-                                 or channels < 1):
-        raise ValueError(f"channels must be None (all) or a positive int, got {channels!r}")
-    if isinstance(batch_size, bool) or not isinstance(batch_size, (int, np.integer)) or batch_size < 1:
-        raise ValueError(f"batch_size must be a positive int, got {batch_size!r}")
+    channels = None if channels is None else positive_int("channels (None: all)", channels)
+    batch_size = positive_int("batch_size", batch_size)
     activations, classes, *_ = taps(x, classes, gradients=False)
     maps = []
     for image, feature_maps, image_classes in zip(x, activations.numpy(), classes.numpy()):
@@ -144,7 +141,7 @@ def _raw_maps(method: str, model, images, classes_of, layer, score, **options) -
     if method == "cam":
         maps = _cam(keras_model, taps, x, classes, score)
     elif method == "scorecam":
-        maps = _scorecam(keras_model, taps, x, tf.convert_to_tensor(classes, tf.int32), score, **options)
+        maps = _scorecam(taps, x, tf.convert_to_tensor(classes, tf.int32), **options)
     else:
         activations, gradients, *_ = taps(x, classes)
         maps = _GRADIENT_CAMS[method](activations, gradients)
