@@ -27,10 +27,17 @@ import tensorflow as tf
 
 from .caching import function_key, per_model_cache
 from .gradcam import _class_matrix, normalise
-from .layers import leaves_layers_unchanged, spatial_layer, tap_model
+from .layers import _input_tensor, leaves_layers_unchanged, spatial_layer, tap_model
 
 __all__ = ["InputGradients", "LayerGradients", "class_matrix", "guided_clone", "input_gradients",
-           "layer_gradients", "normalise"]
+           "layer_gradients", "normalise", "positive_int"]
+
+
+def positive_int(name: str, value) -> int:
+    """``value`` as an int ≥ 1, else a ValueError naming the argument (bools are not counts)."""
+    if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < 1:
+        raise ValueError(f"{name} must be a positive int, got {value!r}")
+    return int(value)
 
 
 def class_matrix(class_index, n: int, num_classes: int, score=None) -> np.ndarray:
@@ -70,8 +77,8 @@ class LayerGradients:
     ``forward(images, classes)`` → A (N, h, w, c), classes (N, k), scores (N, k), output (N, m);
     ``one_class`` (k = 1) and ``many_classes`` (k backward passes, vectorised) also give
     G = ∂y/∂A (N, k, h, w, c); ``masked_scores`` gives Score-CAM's masked forwards. images (N, H, W, 3)
-    preprocessed. One trace each for any batch, image
-    size or classes (shapes open, classes a tensor); a variant not used is never traced.
+    preprocessed. One trace each for any batch, image size or classes (shapes open, classes a tensor);
+    a variant not used is never traced.
     """
 
     def __init__(self, keras_model, layer_name: str, score: Callable | None):
@@ -182,7 +189,7 @@ def _replay_guided(model, inputs):
 def guided_clone(keras_model) -> keras.Model:
     """A model computing the same outputs as ``keras_model`` (same layers, same weights) whose ReLU and
     ReLU6 gradients are guided (see :class:`_GuidedGate`). ``keras_model`` itself is not changed."""
-    inputs = keras.Input(batch_shape=keras_model.inputs[0].shape, name="guided_input")
+    inputs = _input_tensor(keras_model)  # a clear error for a Sequential never built
     return keras.Model(inputs, _replay_guided(keras_model, inputs), name=f"{keras_model.name}_guided")
 
 

@@ -29,7 +29,7 @@ import keras
 import numpy as np
 import tensorflow as tf
 
-from .attribution import class_matrix, layer_gradients, normalise
+from .attribution import class_matrix, layer_gradients, normalise, positive_int
 from .gradcam import gradcam
 from .images import as_batch
 from .layers import _walk
@@ -77,7 +77,7 @@ def _is_softmax(layer) -> bool:
 
 
 def _classifier(keras_model, layer_name: str) -> keras.layers.Dense:
-    """The Dense layer of ``layer → GlobalAveragePooling2D → (Dropout) → Dense (→ softmax)``, else ValueError."""
+    """The Dense of ``layer → GlobalAveragePooling2D → (Dropout) → Dense (→ softmax)``, else a ValueError."""
     order = [layer for layer, _ in _walk(keras_model)
              if not isinstance(layer, (keras.Model, keras.layers.InputLayer))]
     after = order[[layer.name for layer in order].index(layer_name) + 1:]
@@ -108,13 +108,10 @@ def _cam(keras_model, taps, x, classes, score):
 
 # ---------------------------------------------------------------- Score-CAM (Wang et al. 2020): no gradients
 
-def _scorecam(keras_model, taps, x, classes, score, channels=None, batch_size: int = 32):
+def _scorecam(taps, x, classes, channels=None, batch_size: int = 32):
     """Score-CAM maps (N, k, h, w): w_k = softmax(f(X ⊙ M_k))_c, one batched forward per channel batch."""
-    if channels is not None and (isinstance(channels, bool) or not isinstance(channels, (int, np.integer))
-                                 or channels < 1):
-        raise ValueError(f"channels must be None (all) or a positive int, got {channels!r}")
-    if isinstance(batch_size, bool) or not isinstance(batch_size, (int, np.integer)) or batch_size < 1:
-        raise ValueError(f"batch_size must be a positive int, got {batch_size!r}")
+    channels = None if channels is None else positive_int("channels (None: all)", channels)
+    batch_size = positive_int("batch_size", batch_size)
     activations, classes, *_ = taps(x, classes, gradients=False)
     maps = []
     for image, feature_maps, image_classes in zip(x, activations.numpy(), classes.numpy()):
@@ -134,18 +131,18 @@ def _raw_maps(method: str, model, images, classes_of, layer, score, **options) -
     """(raw maps (N, k, h, w) ≥ 0, whether one image was given); ``classes_of(n, num_classes)`` → (N, k)."""
     if method not in CAM_METHODS:
         raise ValueError(f"unknown CAM method {method!r}; choose one of {sorted(CAM_METHODS)}")
+    if options and method != "scorecam":
+        raise TypeError(f"{method} takes no options, got {sorted(options)} (scorecam's are channels, batch_size)")
     keras_model, preprocess = unwrap(model)
     batch, single = as_batch(images)
     taps = layer_gradients(keras_model, layer, score)
     classes = classes_of(len(batch), taps.num_classes)
     x = tf.convert_to_tensor(preprocess(batch), tf.float32)
     if method == "cam":
-        maps = _cam(keras_model, taps, x, classes, score, **options)
+        maps = _cam(keras_model, taps, x, classes, score)
     elif method == "scorecam":
-        maps = _scorecam(keras_model, taps, x, tf.convert_to_tensor(classes, tf.int32), score, **options)
+        maps = _scorecam(taps, x, tf.convert_to_tensor(classes, tf.int32), **options)
     else:
-        if options:
-            raise TypeError(f"{method} takes no options, got {sorted(options)}")
         activations, gradients, *_ = taps(x, classes)
         maps = _GRADIENT_CAMS[method](activations, gradients)
     return np.asarray(maps), single

@@ -136,7 +136,7 @@ def test_scorecam_channel_limit_keeps_the_most_varied_channels(tiny, images):
     weights = [scorecam_weight(tiny, image, activations[..., k], 1) for k in kept]
     expected = np.maximum(sum(w * activations[..., k] for w, k in zip(weights, kept)), 0)
     np.testing.assert_allclose(limited, expected, rtol=1e-4, atol=1e-6)
-    with pytest.raises(ValueError, match="channels must be"):
+    with pytest.raises(ValueError, match="channels \\(None: all\\) must be a positive int"):
         scorecam(tiny, image, layer="conv2", channels=0)
 
 
@@ -277,3 +277,5 @@ def test_clear_errors(bundle, cat):
         gradcam_plus_plus(bundle, cat, layer="top_activaton")
     with pytest.raises(ValueError, match="batch_size must be"):
         scorecam(bundle, cat, batch_size=0)
+    with pytest.raises(TypeError, match="layercam takes no options, got \\['channels'\\]"):
+        cam_maps("layercam", bundle, cat, [1], channels=3)

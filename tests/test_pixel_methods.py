@@ -202,6 +202,10 @@ def test_clear_errors(tiny, pixels):
         integrated_gradients(tiny, pixels, baseline=np.zeros((5, 5, 3)))
     with pytest.raises(ValueError, match="class index 4 is out of range"):
         saliency(tiny, pixels, class_index=4)
+    unbuilt = keras.Sequential([keras.layers.Conv2D(2, 3), keras.layers.GlobalAveragePooling2D()])
+    for method in (saliency, guided_backprop):
+        with pytest.raises(ValueError, match="no defined input yet"):
+            method(unbuilt, pixels)
 
 
 def test_lite0_integrated_gradients_completeness_at_256_steps(bundle, coffee):
