@@ -28,15 +28,13 @@ from typing import Callable, NamedTuple
 import numpy as np
 
 from .caching import LRUCache, per_model_cache
-from .cams import cam_maps
 from .gradcam import gradcam_parts
 from .images import as_batch, fit, load_image, sample_images
 from .layers import spatial_layer, tap_model
 from .models import ModelBundle
-from .pixel_methods import integrated_gradients, smoothgrad
 
-__all__ = ["EXPLORER_METHODS", "ExplorerState", "RawMaps", "cam_method", "explain_classes", "explorer_methods",
-           "gradcam_raw", "logits_of", "pixel_method"]
+__all__ = ["EXPLORER_METHODS", "ExplorerState", "RawMaps", "explain_classes", "explorer_methods",
+           "gradcam_raw", "logits_of"]
 
 CACHED_MAPS = 64  # raw (method, layer, class) maps kept for the current photo: ≥ 10 layers' top 5, ≤ 3.2 MB
 
@@ -91,33 +89,9 @@ def logits_of(bundle: ModelBundle, pixels) -> np.ndarray:
     return np.asarray(logits)[0]
 
 
-def cam_method(name: str, **options) -> ExplorerMethod:
-    """The explorer method of the CAM method ``name`` (a key of :data:`cnnviz.CAM_METHODS`): its raw maps
-    of k classes from one pass (:func:`~cnnviz.cam_maps`), at the layer's resolution."""
-    return explain_classes(lambda bundle, pixels, layer, classes: cam_maps(name, bundle, pixels, list(classes),
-                                                                          layer, **options))
-
-
-def pixel_method(function: Callable, **options) -> ExplorerMethod:
-    """The explorer method of a pixel method (saliency, smoothgrad, integrated_gradients…): the k classes
-    as a batch of k copies of the photo, raw maps (k, H, W) at the photo's resolution (the layer is not
-    used); signed attributions (IG) keep their positive part, the evidence FOR the class."""
-    def raw(bundle, pixels, layer, classes):
-        copies = np.repeat(np.asarray(pixels, dtype="float32")[None], len(classes), axis=0)
-        if function is integrated_gradients:
-            return np.maximum(function(bundle, copies, class_index=list(classes), **options), 0)
-        return function(bundle, copies, class_index=list(classes), normalize=False, **options)
-    return explain_classes(raw)
-
-
 # label → method. The explorer's method picker lists these in this order.
 EXPLORER_METHODS: dict[str, ExplorerMethod] = {
     "Grad-CAM": gradcam_raw,
-    "Grad-CAM++": cam_method("gradcam_plus_plus"),
-    "LayerCAM": cam_method("layercam"),
-    "Score-CAM (32 channels)": cam_method("scorecam", channels=32),
-    "SmoothGrad": pixel_method(smoothgrad, samples=8),
-    "Integrated Gradients": pixel_method(integrated_gradients, steps=16),
 }
 
 

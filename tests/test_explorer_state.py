@@ -219,28 +219,3 @@ def test_bad_input_is_a_clear_error_and_changes_nothing(bundle, state, cat):
         ExplorerState(bundle.model)
     with pytest.raises(ValueError, match="top must be"):
         ExplorerState(bundle, top=0)
-
-
-def test_every_registered_method_draws_each_class_on_a_small_bundle():
-    """Every method of the picker, on a small 1000-class network: finite maps in [0, 1], the top class at
-    full heat, its maps cached (a class switch costs no pass), the shared scale never above 1."""
-    import keras
-
-    keras.utils.set_random_seed(0)
-    inputs = keras.Input((32, 32, 3))
-    features = keras.layers.Conv2D(8, 3, activation="relu", name="conv")(inputs)
-    logits = keras.layers.Dense(1000, name="logits")(keras.layers.GlobalAveragePooling2D()(features))
-    model = keras.Model(inputs, keras.layers.Softmax()(logits))
-    small = cnnviz.ModelBundle("small", model, (32, 32), lambda x: x / 127.5 - 1, "conv")
-    photo = np.random.default_rng(0).uniform(0, 255, (32, 32, 3)).astype("float32")
-    for label in explorer_methods():
-        state = ExplorerState(small, top=2, method=label)
-        state.add_photo("noise", photo)
-        passes = state.forward_passes
-        shape = (30, 30) if "CAM" in label else (32, 32)
-        assert state.heatmap.shape == shape and state.heatmap.max() == pytest.approx(1.0), label
-        state.class_index = int(state.best[1])
-        state.shared_scale = True
-        heatmap = state.heatmap
-        assert np.isfinite(heatmap).all() and 0 <= heatmap.min() and heatmap.max() <= 1 + 1e-6, label
-        assert state.forward_passes == passes, label
