@@ -19,7 +19,7 @@ import matplotlib
 import numpy as np
 from PIL import Image
 
-from .explorer_state import ExplorerState, explorer_methods
+from .explorer_state import ExplorerState, explorer_methods, uses_layer
 from .gradcam import overlay, upsample
 from .images import load_image, sample_images
 from .layers import conv_layers
@@ -257,7 +257,8 @@ class ClassExplorer:
         rank = int((state.probabilities > state.probabilities[state.class_index]).sum()) + 1
         h, w = heatmap.shape
         self.caption.value = (f"<b>{self.labels[state.class_index]}</b> · probability {self.probability:.1%} · "
-                              f"rank {rank} of {len(state.probabilities)} · {state.method} {h}×{w} at {state.layer}"
+                              f"rank {rank} of {len(state.probabilities)} · {state.method} {h}×{w} "
+                              f"{f'at {state.layer}' if uses_layer(state.method) else 'on the pixels (any layer)'}"
                               + (f" · peak {heatmap.max():.2f} of the shared scale" if state.shared_scale else ""))
         if not heatmap.any() and not self.message:
             self._say(f"The map is empty: at {state.layer}, nothing in this photo speaks FOR "

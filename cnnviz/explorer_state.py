@@ -10,31 +10,35 @@ normalisation), keyed (method, layer, class), for the current photo only, in a b
   strong as the best), or with the *shared scale* the largest raw value over this photo's top
   classes and the current class — so a class that is absent (goldfish on the cat) looks weak.
 
-Methods are a registry of RAW functions (:data:`EXPLORER_METHODS`); adding one is one line::
+Methods are a registry of RAW maps (:data:`EXPLORER_METHODS`, the picker's list); adding one is one line::
 
-    EXPLORER_METHODS["LayerCAM"] = explain_classes(my_layercam_raw)
+    EXPLORER_METHODS["CAM"] = explain_classes(partial(cam_maps, "cam"))             # a CAM method
+    EXPLORER_METHODS["guided backprop"] = explain_classes(pixel_maps(guided_backprop, normalize=False),
+                                                          uses_layer=False)          # a pixel method
 
-where ``my_layercam_raw(bundle, pixels (H, W, 3), layer, classes (k,)) → (k, h, w) ≥ 0`` returns the
-method's maps BEFORE its final division by the maximum (a per-map normalised output has lost the
-magnitude the shared scale compares). :func:`explain_classes` adds the forward pass that finds the
-top classes and their logits. A method that gets the logits from its own pass (as Grad-CAM does)
-returns :class:`RawMaps` itself and saves that pass.
+``explain_classes(raw_maps)`` takes ``raw_maps(bundle, pixels (H, W, 3), layer=…, classes=(k,)) → (k, h, w)
+≥ 0``, the maps BEFORE any division by their maximum (a normalised map has lost the magnitude the shared
+scale compares), and adds the forward pass that finds the top classes and the logits. A method that
+gets the logits from its own pass (Grad-CAM) returns :class:`RawMaps` itself and saves that pass.
 """
 from __future__ import annotations
 
+from functools import partial
 from pathlib import Path
 from typing import Callable, NamedTuple
 
 import numpy as np
 
 from .caching import LRUCache, per_model_cache
+from .cams import cam_maps
 from .gradcam import gradcam_parts
 from .images import as_batch, fit, load_image, sample_images
 from .layers import spatial_layer, tap_model
 from .models import ModelBundle
+from .pixel_methods import integrated_gradients, saliency, smoothgrad
 
 __all__ = ["EXPLORER_METHODS", "ExplorerState", "RawMaps", "explain_classes", "explorer_methods",
-           "gradcam_raw", "logits_of"]
+           "gradcam_raw", "logits_of", "pixel_maps", "top_at_once", "uses_layer"]
 
 CACHED_MAPS = 64  # raw (method, layer, class) maps kept for the current photo: ≥ 10 layers' top 5, ≤ 3.2 MB
 
@@ -68,17 +72,31 @@ def gradcam_raw(bundle: ModelBundle, pixels, layer: str, classes=None, top: int 
     return RawMaps(parts.class_indices[0].astype("int64"), maps, parts.outputs[0])
 
 
-def explain_classes(raw_maps: Callable) -> ExplorerMethod:
-    """An explorer method from ``raw_maps(bundle, pixels, layer, classes (k,)) → (k, h, w) ≥ 0``: one
-    forward pass finds the logits (and the top classes when none are given), then ``raw_maps`` runs."""
+def explain_classes(raw_maps: Callable, uses_layer: bool = True, top_at_once: bool = True) -> ExplorerMethod:
+    """An explorer method from ``raw_maps(bundle, pixels, layer=…, classes=…) → (k, h, w) ≥ 0`` (classes
+    (k,) ints): one forward pass finds the logits (and the top classes when none are given), then
+    ``raw_maps`` runs. ``uses_layer=False``: a pixel method, whose maps serve every layer.
+    ``top_at_once=False``: a costly method, explaining only the classes asked for (without any, the best)."""
     def method(bundle: ModelBundle, pixels, layer: str, classes=None, top: int = 5) -> RawMaps:
         logits = logits_of(bundle, pixels)
         if classes is None:
-            classes = np.argsort(-logits, kind="stable")[:top]
+            classes = np.argsort(-logits, kind="stable")[:top if top_at_once else 1]
         classes = np.asarray(classes, dtype="int64")
-        return RawMaps(classes, np.asarray(raw_maps(bundle, pixels, layer, classes)), logits)
+        return RawMaps(classes, np.asarray(raw_maps(bundle, pixels, layer=layer, classes=classes)), logits)
     method.__doc__ = raw_maps.__doc__
+    method.uses_layer, method.top_at_once = uses_layer, top_at_once
     return method
+
+
+def pixel_maps(pixel_method: Callable, **options) -> Callable:
+    """``raw_maps`` for :func:`explain_classes` from a pixel method of :mod:`cnnviz.pixel_methods`
+    (``method(bundle, image, class_index=c, **options)`` → (H, W)): one call per class, so each map is
+    exactly what the function gives; the positive part (Integrated Gradients is signed)."""
+    def raw_maps(bundle, pixels, layer, classes):
+        return np.stack([np.maximum(pixel_method(bundle, pixels, class_index=int(c), **options), 0)
+                         for c in classes])
+    raw_maps.__doc__ = pixel_method.__doc__
+    return raw_maps
 
 
 def logits_of(bundle: ModelBundle, pixels) -> np.ndarray:
@@ -89,10 +107,32 @@ def logits_of(bundle: ModelBundle, pixels) -> np.ndarray:
     return np.asarray(logits)[0]
 
 
-# label → method. The explorer's method picker lists these in this order.
+# label → method, in the picker's order. CAM methods (cnnviz.cams) map at the layer; pixel methods ignore it.
+# Cost of a photo's first call: the gradient CAMs one forward + backward pass for the top 5 classes together,
+# Score-CAM 64 masked forward passes, saliency one pass per class; SmoothGrad (16 noisy copies) and
+# Integrated Gradients (32 steps) are ~16–32× a pass PER CLASS, so they explain a class only when it is shown
+# (or all top classes when the shared scale needs them). Switching back to a class seen before is free.
 EXPLORER_METHODS: dict[str, ExplorerMethod] = {
     "Grad-CAM": gradcam_raw,
+    "Grad-CAM++": explain_classes(partial(cam_maps, "gradcam_plus_plus")),
+    "LayerCAM": explain_classes(partial(cam_maps, "layercam")),
+    "Score-CAM (64 channels)": explain_classes(partial(cam_maps, "scorecam", channels=64)),
+    "saliency": explain_classes(pixel_maps(saliency, normalize=False), uses_layer=False),
+    "SmoothGrad": explain_classes(pixel_maps(smoothgrad, samples=16, normalize=False), uses_layer=False,
+                                  top_at_once=False),
+    "Integrated Gradients": explain_classes(pixel_maps(integrated_gradients, steps=32), uses_layer=False,
+                                            top_at_once=False),
 }
+
+
+def uses_layer(label: str) -> bool:
+    """Whether the method ``label`` maps at a layer (CAM methods) or on the input pixels."""
+    return getattr(EXPLORER_METHODS[label], "uses_layer", True)
+
+
+def top_at_once(label: str) -> bool:
+    """Whether the method ``label`` explains a photo's top classes together (else one class as asked)."""
+    return getattr(EXPLORER_METHODS[label], "top_at_once", True)
 
 
 def explorer_methods() -> dict[str, ExplorerMethod]:
@@ -203,7 +243,7 @@ class ExplorerState:
             self.photo_name = previous  # the old photo's maps are recomputed when needed
             raise
         self.probabilities = _softmax(found.logits)
-        self.best = [int(c) for c in found.classes]
+        self.best = [int(c) for c in np.argsort(-np.asarray(found.logits), kind="stable")[:self.top]]
         self.class_index = self.best[0]
 
     def select_class(self, class_index) -> None:
@@ -252,17 +292,20 @@ class ExplorerState:
             raise ValueError("no photo yet: call select_photo(name) or add_photo(name, image) first")
 
     def _explain_top(self):
-        """Make sure the top classes and the current one are cached at the current layer and method."""
+        """Make sure the current class (and the top ones, or all shown on a shared scale) are cached at the
+        current layer and method."""
         if self.photo_name is not None:
-            self._raw_maps([*self.best, self.class_index])
+            self._raw_maps([*self.best, self.class_index] if top_at_once(self._method) or self.shared_scale
+                           else [self.class_index])
 
     def _raw_maps(self, classes) -> list[np.ndarray]:
         """Raw maps of ``classes`` at the current method and layer; the missing ones in one call (when the
         top classes are all missing, they come along: switching among them later is free)."""
-        keys = [(self._method, self._layer, int(c)) for c in classes]
+        layer = self._layer if uses_layer(self._method) else None  # pixel maps serve every layer
+        keys = [(self._method, layer, int(c)) for c in classes]
         missing = [key[2] for key in keys if key not in self._maps]
         if missing:
-            if not any((self._method, self._layer, c) in self._maps for c in self.best):
+            if top_at_once(self._method) and not any((self._method, layer, c) in self._maps for c in self.best):
                 missing = [*self.best, *missing]
             self._call(classes=np.array(list(dict.fromkeys(missing))))
         return [self._maps[key] for key in keys]
@@ -277,8 +320,9 @@ class ExplorerState:
                 (classes is not None and set(given) != {int(c) for c in classes}):
             raise ValueError(f"method {self._method!r} must return (k, h, w) finite maps ≥ 0 for the k classes "
                              f"asked; got shape {maps.shape} for classes {given[:10]}")
+        layer = self._layer if uses_layer(self._method) else None
         for class_index, raw in zip(given, maps):
-            self._maps[(self._method, self._layer, int(class_index))] = raw
+            self._maps[(self._method, layer, int(class_index))] = raw
         return found
 
 

@@ -251,7 +251,8 @@ def test_method_picker_changes_the_map(bundle, monkeypatch):
     monkeypatch.setitem(explorer_state.EXPLORER_METHODS, "mean activation", explain_classes(mean_activation))
     explorer = cnnviz.ClassExplorer(bundle)
     assert "cnnviz-method" in explorer.method_picker._dom_classes
-    assert list(explorer.method_picker.options) == ["Grad-CAM", "mean activation"]
+    assert list(explorer.method_picker.options) == list(cnnviz.explorer_methods())
+    assert explorer.method_picker.options[0] == "Grad-CAM" and explorer.method_picker.options[-1] == "mean activation"
     before, passes = pictures(explorer), explorer.forward_passes
     explorer.method_picker.value = "mean activation"
     assert explorer.method == "mean activation" and explorer.forward_passes == passes + 1
@@ -261,10 +262,12 @@ def test_method_picker_changes_the_map(bundle, monkeypatch):
     explorer.class_picker.value = explorer.best[1]  # class-blind: the same picture, no new pass
     assert explorer.forward_passes == passes + 1
     np.testing.assert_allclose(explorer.heatmap, expected / expected.max(), atol=1e-5)
+    explorer.method_picker.value = "saliency"  # a pixel method: a full-resolution map
+    assert explorer.heatmap.shape == (224, 224) and "saliency 224×224 on the pixels" in explorer.caption.value
     explorer.method_picker.value = "Grad-CAM"
     assert pictures(explorer)["heatmap"] != before["heatmap"]  # another class now, Grad-CAM's map of it
     explorer.class_picker.value = explorer.best[0]
-    assert pictures(explorer) == before and explorer.forward_passes == passes + 1  # both methods cached
+    assert pictures(explorer) == before and explorer.forward_passes == passes + 2  # all methods cached
 
 
 def test_a_failing_method_is_a_message_and_the_picture_stays(bundle, monkeypatch):

@@ -4,7 +4,8 @@ import pytest
 
 import cnnviz
 from cnnviz import explorer_state
-from cnnviz.explorer_state import ExplorerState, RawMaps, explain_classes, explorer_methods, gradcam_raw
+from cnnviz.explorer_state import (ExplorerState, RawMaps, explain_classes, explorer_methods, gradcam_raw, top_at_once,
+                                   uses_layer)
 from cnnviz.models import class_names
 
 GOLDFISH, ESPRESSO, EGYPTIAN_CAT = (class_names().index(name) for name in ("goldfish", "espresso", "Egyptian_cat"))
@@ -133,7 +134,7 @@ def test_a_new_photo_forgets_the_old_maps(bundle, state, coffee):
 
 def test_a_registered_method_is_one_line_and_cached_apart(bundle, head, dense_kernel, state, monkeypatch):
     monkeypatch.setitem(explorer_state.EXPLORER_METHODS, "CAM", cam_maps(bundle, head, dense_kernel))
-    assert list(explorer_methods()) == ["Grad-CAM", "CAM"]
+    assert list(explorer_methods())[0] == "Grad-CAM" and list(explorer_methods())[-1] == "CAM"
     gradcam_map, passes = state.heatmap, state.forward_passes
     state.method = "CAM"
     assert state.forward_passes == passes + 1
@@ -219,3 +220,51 @@ def test_bad_input_is_a_clear_error_and_changes_nothing(bundle, state, cat):
         ExplorerState(bundle.model)
     with pytest.raises(ValueError, match="top must be"):
         ExplorerState(bundle, top=0)
+
+
+def positive_integrated_gradients(bundle, image, class_index, steps):
+    return cnnviz.attribution.normalise(np.maximum(cnnviz.integrated_gradients(bundle, image, class_index=class_index,
+                                                                                steps=steps), 0))
+
+
+# Each picker entry against the public function it wraps (max-normalised, as the explorer shows it alone).
+PUBLIC = {"Grad-CAM": (cnnviz.gradcam, {}), "Grad-CAM++": (cnnviz.gradcam_plus_plus, {}),
+          "LayerCAM": (cnnviz.layercam, {}), "Score-CAM (64 channels)": (cnnviz.scorecam, {"channels": 64}),
+          "saliency": (cnnviz.saliency, {}), "SmoothGrad": (cnnviz.smoothgrad, {"samples": 16}),
+          "Integrated Gradients": (positive_integrated_gradients, {"steps": 32})}
+
+
+def test_the_picker_offers_the_method_family():
+    assert list(explorer_methods()) == list(PUBLIC)
+    assert [label for label in PUBLIC if not uses_layer(label)] == ["saliency", "SmoothGrad", "Integrated Gradients"]
+    assert [label for label in PUBLIC if not top_at_once(label)] == ["SmoothGrad", "Integrated Gradients"]
+
+
+@pytest.mark.parametrize("label", PUBLIC)
+def test_each_method_shows_what_its_function_gives(bundle, coffee, label):
+    state = ExplorerState(bundle, method=label)
+    state.select_photo("coffee")
+    assert state.forward_passes == 1 and state.best[0] == ESPRESSO
+    assert len(state._maps) == (5 if top_at_once(label) else 1)  # costly methods: the shown class only
+    function, options = PUBLIC[label]
+    expected = function(bundle, coffee, class_index=ESPRESSO, **options)
+    np.testing.assert_allclose(state.heatmap, expected, atol=1e-4)
+    assert state.heatmap.shape == ((7, 7) if uses_layer(label) else (224, 224))
+
+
+def test_a_costly_method_explains_classes_as_they_are_shown(bundle, monkeypatch):
+    calls = []
+
+    def numbered(bundle, pixels, layer, classes):
+        calls.append(list(classes))
+        return np.ones((len(classes), 4, 4)) * (np.asarray(classes)[:, None, None] + 1)
+    monkeypatch.setitem(explorer_state.EXPLORER_METHODS, "slow",
+                        explain_classes(numbered, uses_layer=False, top_at_once=False))
+    state = ExplorerState(bundle, method="slow")
+    state.select_photo("cat")
+    state.select_class(state.best[1])
+    assert calls == [[state.best[0]], [state.best[1]]]
+    state.layer = "block5c_add"  # a pixel method: its maps serve every layer
+    assert len(calls) == 2 and state.heatmap.shape == (4, 4)
+    state.shared_scale = True  # the scale needs all top classes: the three missing ones in one call
+    assert state.scale == max(state.best) + 1 and calls[-1] == state.best[2:] and len(calls) == 3
