@@ -164,11 +164,11 @@ class ClassExplorer:
             try:
                 handler(change["new"])
                 self._say("")
+                self._show()
             except Exception as error:  # noqa: BLE001 — a widget callback must never raise into the notebook
-                self._show(keep_search=True)  # a mistyped class name stays in the box, to be fixed
                 self._say(f"⚠ {error}")
-                return
-            self._show()
+                with contextlib.suppress(Exception):  # the state is unchanged: show it again
+                    self._show(keep_search=True)  # a mistyped class name stays in the box, to be fixed
         return observer
 
     def _repr_mimebundle_(self, **kwargs):
@@ -240,6 +240,7 @@ class ClassExplorer:
             if not keep_search and searched != state.class_index:
                 self.class_search.value = ""
             self.layer_picker.value = state.layer
+            self.layer_picker.disabled = not uses_layer(state.method)  # pixel methods map the input itself
             self.method_picker.value = state.method
             self.shared_scale_box.value = state.shared_scale
         self.scale_note.value = f"<small>{SCALE_NOTES[state.shared_scale]}</small>"

@@ -178,7 +178,7 @@ class ExplorerState:
         self.bundle, self.top, self.crop = bundle, int(top), crop
         self.photos: dict[str, np.ndarray] = {}  # name → pixels at the model's input size
         self.forward_passes = 0
-        self.shared_scale = False
+        self._shared_scale = False
         self._maps = LRUCache(cache_size)  # (method, layer, class) → raw (h, w), for the current photo
         self._layer = spatial_layer(bundle.model, layer).name  # None → the last spatial layer
         self._method = self._checked_method(method)
@@ -216,6 +216,20 @@ class ExplorerState:
             self._explain_top()
         except Exception:
             self._method = previous
+            raise
+
+    @property
+    def shared_scale(self) -> bool:
+        """False: each map divided by its own maximum; True: by the maximum over the photo's top classes."""
+        return self._shared_scale
+
+    @shared_scale.setter
+    def shared_scale(self, on: bool):
+        previous, self._shared_scale = self._shared_scale, bool(on)
+        try:
+            self._explain_top()  # the top classes' maps, if a costly method has not made them yet
+        except Exception:
+            self._shared_scale = previous
             raise
 
     def _checked_method(self, label: str) -> str:

@@ -230,7 +230,8 @@ def test_shared_scale_box_redraws_an_absent_class_weaker_without_a_pass(bundle):
     passes, own, own_map = explorer.forward_passes, pictures(explorer), explorer.heatmap
     assert own_map.max() == 1
     explorer.shared_scale_box.value = True
-    assert explorer.shared_scale and explorer.state.shared_scale and "absent class looks weak" in explorer.scale_note.value
+    assert explorer.shared_scale and explorer.state.shared_scale
+    assert "absent class looks weak" in explorer.scale_note.value
     shared = pictures(explorer)
     assert shared["heatmap"] != own["heatmap"] and shared["overlay"] != own["overlay"]
     assert shared["original"] == own["original"] and explorer.forward_passes == passes
@@ -264,7 +265,9 @@ def test_method_picker_changes_the_map(bundle, monkeypatch):
     np.testing.assert_allclose(explorer.heatmap, expected / expected.max(), atol=1e-5)
     explorer.method_picker.value = "saliency"  # a pixel method: a full-resolution map
     assert explorer.heatmap.shape == (224, 224) and "saliency 224×224 on the pixels" in explorer.caption.value
+    assert explorer.layer_picker.disabled
     explorer.method_picker.value = "Grad-CAM"
+    assert not explorer.layer_picker.disabled
     assert pictures(explorer)["heatmap"] != before["heatmap"]  # another class now, Grad-CAM's map of it
     explorer.class_picker.value = explorer.best[0]
     assert pictures(explorer) == before and explorer.forward_passes == passes + 2  # all methods cached
@@ -273,7 +276,14 @@ def test_method_picker_changes_the_map(bundle, monkeypatch):
 def test_a_failing_method_is_a_message_and_the_picture_stays(bundle, monkeypatch):
     def failing(bundle, pixels, layer, classes):
         raise RuntimeError("out of memory (pretend)")
+
+    def fails_beyond_the_top_class(bundle, pixels, layer, classes):
+        if len(classes) > 1 or classes[0] != explorer.best[0]:
+            raise RuntimeError("only the top class (pretend)")
+        return np.ones((1, 2, 2))
     monkeypatch.setitem(explorer_state.EXPLORER_METHODS, "failing", explain_classes(failing))
+    monkeypatch.setitem(explorer_state.EXPLORER_METHODS, "lazy", explain_classes(fails_beyond_the_top_class,
+                                                                                 top_at_once=False))
     explorer = cnnviz.ClassExplorer(bundle)
     before = pictures(explorer)
     explorer.method_picker.value = "failing"
@@ -281,6 +291,12 @@ def test_a_failing_method_is_a_message_and_the_picture_stays(bundle, monkeypatch
     assert explorer.method == explorer.method_picker.value == "Grad-CAM" and pictures(explorer) == before
     explorer.class_picker.value = explorer.best[1]
     assert explorer.message == ""
+    explorer.class_picker.value = explorer.best[0]
+    explorer.method_picker.value = "lazy"
+    assert explorer.method == "lazy" and explorer.message == ""
+    explorer.shared_scale_box.value = True  # needs the other top classes: fails, says so, and stays off
+    assert "only the top class" in explorer.message
+    assert not explorer.shared_scale and not explorer.shared_scale_box.value and explorer.heatmap.shape == (2, 2)
 
 
 def test_non_finite_pixels_are_refused_clearly(bundle, coffee, tmp_path):
