@@ -32,7 +32,7 @@ import tensorflow as tf
 from .attribution import class_matrix, layer_gradients, normalise, positive_int
 from .gradcam import gradcam
 from .images import as_batch
-from .layers import _walk
+from .layers import _walk, squashes_output
 from .models import unwrap
 
 __all__ = ["CAM_METHODS", "cam", "cam_maps", "gradcam_plus_plus", "layercam", "scorecam"]
@@ -71,11 +71,6 @@ _GRADIENT_CAMS = {name: tf.function(partial(_weighted_map, weigh=weigh), input_s
 
 # ---------------------------------------------------------------- CAM (Zhou et al. 2016): the Dense weights
 
-def _is_softmax(layer) -> bool:
-    return isinstance(layer, keras.layers.Softmax) or (
-        isinstance(layer, keras.layers.Activation) and getattr(layer.activation, "__name__", "") == "softmax")
-
-
 def _classifier(keras_model, layer_name: str) -> keras.layers.Dense:
     """The Dense of ``layer → GlobalAveragePooling2D → (Dropout) → Dense (→ softmax)``, else a ValueError."""
     order = [layer for layer, _ in _walk(keras_model)
@@ -84,8 +79,8 @@ def _classifier(keras_model, layer_name: str) -> keras.layers.Dense:
     head = [layer for layer in after if not isinstance(layer, keras.layers.Dropout)]
     if not (len(head) in (2, 3) and isinstance(head[0], keras.layers.GlobalAveragePooling2D)
             and isinstance(head[1], keras.layers.Dense)
-            and getattr(head[1].activation, "__name__", "") in ("linear", "softmax")
-            and (len(head) == 2 or _is_softmax(head[2]))):
+            and (getattr(head[1].activation, "__name__", "") == "linear" or squashes_output(head[1]))
+            and (len(head) == 2 or squashes_output(head[2]))):
         raise ValueError(f"cam needs {layer_name!r} → GlobalAveragePooling2D → Dense (CAM reads the class weights "
                          f"of that Dense layer); after {layer_name!r} come {[layer.name for layer in after]}. "
                          "Use cnnviz.gradcam, which generalises CAM to any network.")
