@@ -4,7 +4,7 @@ VENV := .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed-stamp
 
-.PHONY: lab test unit notebooks execute dist clean
+.PHONY: lab explorer test unit notebooks execute dist clean
 
 $(STAMP): pyproject.toml
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -17,6 +17,9 @@ ROOT_FLAG := $(if $(filter 0,$(shell id -u)),--allow-root)
 
 lab: $(STAMP)  ## open JupyterLab on the notebooks
 	$(VENV)/bin/jupyter lab $(ROOT_FLAG) notebooks
+
+explorer: $(STAMP)  ## serve the class explorer alone as a web page (Voilà, http://127.0.0.1:8866/)
+	$(VENV)/bin/cnnviz explorer
 
 test: $(STAMP)  ## unit tests + nbval re-execution of every notebook (pytest's exit 5, no tests, fails too)
 	$(PY) -m pytest --nbval --nbval-current-env --nbval-sanitize-with tests/nbval_sanitize.cfg tests notebooks

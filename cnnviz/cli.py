@@ -3,6 +3,7 @@
     cnnviz predict coffee --top 3
     cnnviz gradcam cat --class Egyptian_cat -o cat_gradcam.png
     cnnviz filters block2a_expand_bn -o patterns.png --filters 0-15
+    cnnviz explorer                 # the class explorer alone as a web page (Voilà), for a classroom
 
 PHOTO is a path or a bundled sample's name (``cnnviz.sample_images()``). User mistakes (a missing
 file, an unknown class or layer, a bad number) end with one ``cnnviz <command>: error: …`` line and
@@ -12,6 +13,9 @@ from __future__ import annotations
 
 import argparse
 import difflib
+import importlib.resources
+import importlib.util
+import subprocess
 import sys
 from pathlib import Path
 
@@ -30,6 +34,13 @@ def positive_int(text: str) -> int:
     value = int(text) if text.lstrip("-").isdigit() else None
     if value is None or value < 1:
         raise argparse.ArgumentTypeError(f"expected a whole number ≥ 1, got {text!r}")
+    return value
+
+
+def port_number(text: str) -> int:
+    value = int(text) if text.isdigit() else None
+    if value is None or not 1 <= value <= 65535:
+        raise argparse.ArgumentTypeError(f"expected a port number in [1, 65535], got {text!r}")
     return value
 
 
@@ -121,10 +132,33 @@ def run_filters(args) -> None:
     print(f"{args.output}: {len(patterns.images)} patterns of {args.layer}, grid {grid.shape[1]}×{grid.shape[0]}")
 
 
+APP = ("app", "explorer.ipynb")  # the app notebook Voilà serves, package data: cnnviz/app/explorer.ipynb
+
+
+def voila_command(notebook: Path, port: int, browser: bool) -> list[str]:
+    """The command serving ``notebook`` on 127.0.0.1:``port``; a clear ValueError when Voilà is missing."""
+    if importlib.util.find_spec("voila") is None:
+        raise ValueError("Voilà is not installed here: pip install voila (or pip install 'cnnviz[notebooks]'), "
+                         "or open notebooks/04_class_explorer.ipynb in JupyterLab instead")
+    return [sys.executable, "-m", "voila", str(notebook), f"--port={port}", "--Voila.ip=127.0.0.1",
+            "--Voila.port_retries=0", *([] if browser else ["--no-browser"])]
+
+
+def run_explorer(args) -> int:
+    with importlib.resources.as_file(importlib.resources.files("cnnviz").joinpath(*APP)) as notebook:
+        command = voila_command(notebook, args.port, browser=not args.no_browser)
+        print(f"Serving the class explorer at http://127.0.0.1:{args.port}/ with Voilà; Ctrl+C stops it.",
+              flush=True)
+        try:
+            return subprocess.call(command)
+        except KeyboardInterrupt:  # Voilà got the Ctrl+C too and shuts its kernel down
+            return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="cnnviz", description="What a convolutional network sees, from the "
                                      "shell. Uses the bundled EfficientNet-Lite0 (offline).")
-    commands = parser.add_subparsers(dest="command", required=True, metavar="{predict,gradcam,filters}")
+    commands = parser.add_subparsers(dest="command", required=True, metavar="{predict,gradcam,filters,explorer}")
     photo_help = "an image file, or a bundled sample: camera, cat, cat_and_coffee, coffee, grace_hopper, …"
 
     predict = commands.add_parser("predict", help="the top ImageNet classes of a photo",
@@ -157,16 +191,24 @@ def build_parser() -> argparse.ArgumentParser:
     filters.add_argument("--robust", action="store_true", help="robust mode: jitter, scale and a decorrelated "
                          "image parameterisation; recognisable patterns, slower")
     filters.set_defaults(run=run_filters, parser=filters)
+
+    explorer = commands.add_parser("explorer", help="the class explorer alone as a web page (Voilà), for a class",
+                                   description="Serve the class explorer (photo, class, layer, method, shared "
+                                               "scale) as a web page with Voilà, without the notebook around it. "
+                                               "Needs voila (in the notebooks extra).")
+    explorer.add_argument("--port", type=port_number, default=8866, help="the port on 127.0.0.1 (default 8866)")
+    explorer.add_argument("--no-browser", action="store_true", help="do not open a browser tab")
+    explorer.set_defaults(run=run_explorer, parser=explorer)
     return parser
 
 
 def main(argv=None) -> int:
     args = build_parser().parse_args(argv)
     try:
-        args.run(args)
+        status = args.run(args)
     except (FileNotFoundError, ValueError) as error:  # cnnviz's messages for bad input: one line, no trace
         args.parser.error(" ".join(str(error).split()))
-    return 0
+    return status or 0
 
 
 if __name__ == "__main__":

@@ -49,11 +49,11 @@ def compact_figures() -> bool:
         return False
     import matplotlib
     import matplotlib.pyplot as plt
-
-    # pyplot loads its backend lazily, at the first figure, and loading the inline backend resets the figure
-    # formatters: load it now, so it does not undo what follows (in a real kernel it did).
-    plt.switch_backend(matplotlib.get_backend())
     from matplotlib.figure import Figure
+
+    # pyplot loads its backend lazily, and loading the inline backend resets the figure formatters: load
+    # it now, so that it does not undo what follows at the first plot.
+    plt.switch_backend(matplotlib.get_backend())
 
     formatters = shell.display_formatter.formatters
     formatters["image/png"].for_type(Figure, figure_as_png)

@@ -145,7 +145,8 @@ def deletion_curve(model, images, maps, class_index=None, steps: int = 50, basel
 
     images (N, H, W, 3); maps (N, h, w) at any resolution (min-max normalised, bilinearly upsampled,
     pixels ranked best first, ties in reading order). class_index None → the top class on the image.
-    baseline: "blur" (Gaussian, σ = 10 px at 224), "grey", "black", or an array like the images.
+    baseline: "blur" (Gaussian, σ = 10 px at 224), "grey", "black", or an array like the images (a
+    bare model's images are its inputs: there "grey" is 0 and "black" the images' smallest value).
     Returns fractions (steps + 1,) from 0 to 1 and probabilities (N, steps + 1); lower area is better.
     Each curve is one batched forward pass over its steps + 1 images.
     """
@@ -254,13 +255,16 @@ def pointing_table(model, method=gradcam, pairs=PAIRS, layer=None, tolerance: in
     model: a ModelBundle (photos are pixels). For each pair, each photo is a target in turn, its class
     being the model's top class for that photo alone (centre crop 87.5%). ``method(model, images,
     class_index=..., layer=...)`` gives the maps (layer passed only when given). One call for all maps.
+    Class names are ImageNet's for a 1000-class model, else the index as text; mass rounded to 4 digits.
     """
     if not isinstance(model, ModelBundle):
         raise TypeError("pointing_table needs a cnnviz.ModelBundle (it feeds photos in pixels); "
                         "wrap your model in one, or call pointing_game on your own maps")
     names = sorted({name for pair in pairs for name in pair})
     photos = np.stack([load_image(name, size=model.input_size, crop=0.875) for name in names])
-    top = dict(zip(names, _probabilities(model, photos).argmax(axis=1)))
+    probabilities = _probabilities(model, photos)
+    top = dict(zip(names, probabilities.argmax(axis=1)))
+    imagenet = probabilities.shape[1] == len(class_names())
     images, boxes, rows = [], [], []
     for left, right in pairs:
         image, halves = collage(left, right, model.input_size)
@@ -272,7 +276,7 @@ def pointing_table(model, method=gradcam, pairs=PAIRS, layer=None, tolerance: in
     maps = method(model, np.stack(images), class_index=classes, **({} if layer is None else {"layer": layer}))
     hits = pointing_game(maps, boxes, model.input_size, tolerance)
     masses = mass_in_box(maps, boxes, model.input_size)
-    return [PointingResult(pair, target, class_names()[c], bool(h), round(float(m), 4))
+    return [PointingResult(pair, target, class_names()[c] if imagenet else str(c), bool(h), round(float(m), 4))
             for (pair, target, c), h, m in zip(rows, hits, masses)]
 
 
@@ -286,7 +290,8 @@ class CascadeStep(NamedTuple):
 
 def _block_of(layer_name: str) -> str:
     """A layer's block: its first "_"-separated part and the following parts that hold a digit:
-    block2b_expand_conv → block2b, top_bn → top, conv5_block3_1_bn → conv5_block3_1, block_16_project → block_16."""
+    block2b_expand_conv → block2b, top_bn → top, conv5_block3_1_bn → conv5_block3_1, block_16_expand →
+    block_16."""
     parts = layer_name.split("_")
     block = [parts[0]]
     for part in parts[1:]:
@@ -322,6 +327,12 @@ def _initializer(layer, variable, seed: int):
     return type(initializer).from_config({**config, "seed": seed}) if "seed" in config else initializer
 
 
+def _reinitialise(layer, rng: np.random.Generator) -> None:
+    """Every weight of ``layer`` drawn afresh from its initialiser, seeded from ``rng`` (in place)."""
+    for variable in layer.weights:
+        variable.assign(_initializer(layer, variable, int(rng.integers(2**31)))(variable.shape, variable.dtype))
+
+
 def _spearman(original: np.ndarray, current: np.ndarray) -> np.ndarray:
     """Spearman ρ per image of flattened maps (N, h, w); 0 when either map is constant (never NaN)."""
     rho = []
@@ -341,7 +352,8 @@ def cascading_randomization(model, images, method=gradcam, class_index=None, lay
     block ``method(model, images, class_index=…, layer=…)`` is recomputed for the class the ORIGINAL
     model predicted (or ``class_index``) and compared with the original map by Spearman's ρ of the
     flattened maps (a constant map gives 0). Returns [CascadeStep("original", ones), …], one per block.
-    The data-randomisation variant of the paper is not implemented.
+    The data-randomisation variant of the paper is not implemented, nor SSIM (it would make scikit-image
+    a runtime dependency; rank correlation is the paper's main measure).
     """
     batch, _ = as_batch(images)
     keras_model, _ = unwrap(model)
@@ -355,7 +367,6 @@ def cascading_randomization(model, images, method=gradcam, class_index=None, lay
     rng = np.random.default_rng(seed)
     for block, layers in _blocks_top_down(clone):
         for each in layers:
-            for variable in each.weights:
-                variable.assign(_initializer(each, variable, int(rng.integers(2**31)))(variable.shape, variable.dtype))
+            _reinitialise(each, rng)
         steps.append(CascadeStep(block, _spearman(original, np.asarray(method(randomised, batch, **options)))))
     return steps

@@ -1,9 +1,13 @@
-"""Notebook 04 in a real browser: JupyterLab + Playwright + the system Chromium.
+"""The class explorer in a real browser (Playwright + the system Chromium), twice:
 
-Start JupyterLab on 127.0.0.1 (free port, random token, private config) on a COPY of the notebook,
-run all its cells, pick another class in the explorer and check the overlay picture changed.
-Skips when Chromium or Playwright is missing; CI installs both (see .ci/run).
+- notebook 04 in JupyterLab: start JupyterLab on 127.0.0.1 (free port, random token, private config) on a
+  COPY of the notebook, run all its cells, pick another class in the explorer, check the overlay changed;
+- the explorer alone, as `cnnviz explorer` serves it with Voilà: pick a photo, a class, the shared scale
+  and a method; the heatmap picture changes each time.
+
+Skips when Chromium or Playwright (or, for the second, Voilà) is missing; CI installs them (see .ci/run).
 """
+import importlib.util
 import json
 import os
 import secrets
@@ -153,6 +157,103 @@ def test_explorer_switches_class_in_jupyterlab(lab, page, tmp_path):
     shot = tmp_path / "explorer.png"
     explorer.screenshot(path=shot)
     page.screenshot(path=tmp_path / "jupyterlab.png")
-    if os.environ.get("CNNVIZ_SCREENSHOT"):  # keep a copy to look at
-        shutil.copy(shot, os.environ["CNNVIZ_SCREENSHOT"])
+    if os.environ.get("CNNVIZ_SCREENSHOT"):  # keep a copy: notebook 04 shows it (images/explorer.jpg)
+        from PIL import Image
+        Image.open(shot).convert("RGB").save(os.environ["CNNVIZ_SCREENSHOT"], quality=85)
     assert shot.stat().st_size > 50_000  # photos and heatmaps, not a blank box
+
+
+# ---- the explorer alone, served by Voilà (`cnnviz explorer`, `make explorer`) ---------------------------------
+
+def wait_for_port(port: int, server: subprocess.Popen, log: Path, timeout: float = 60):
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if server.poll() is not None:
+            pytest.fail(f"cnnviz explorer exited with code {server.returncode}:\n{log.read_text()[-3000:]}")
+        with socket.socket() as probe:
+            if probe.connect_ex(("127.0.0.1", port)) == 0:
+                return
+        time.sleep(0.25)
+    pytest.fail(f"Voilà did not listen within {timeout} s:\n{log.read_text()[-3000:]}")
+
+
+@pytest.fixture
+def voila(tmp_path):
+    """`python -m cnnviz explorer --no-browser` (this checkout first on the path), private Jupyter folders:
+    yields the page's URL; the server and its kernel are always stopped."""
+    if importlib.util.find_spec("voila") is None and not IN_CI:
+        pytest.skip("Voilà is not installed: pip install voila (in the notebooks extra)")
+    private = tmp_path / "jupyter"
+    env = {**os.environ, "JUPYTER_CONFIG_DIR": str(private / "config"), "JUPYTER_RUNTIME_DIR": str(private / "run"),
+           "JUPYTER_DATA_DIR": str(private / "data"),
+           "PYTHONPATH": os.pathsep.join([str(NOTEBOOK.parents[1]), os.environ.get("PYTHONPATH", "")])}
+    port, log = free_port(), tmp_path / "voila.log"
+    with open(log, "w") as output:
+        server = subprocess.Popen([sys.executable, "-m", "cnnviz", "explorer", "--no-browser", "--port", str(port)],
+                                  env=env, cwd=tmp_path, stdout=output, stderr=subprocess.STDOUT,
+                                  start_new_session=True)
+    try:
+        wait_for_port(port, server, log)
+        yield f"http://127.0.0.1:{port}/", log
+    finally:
+        for sig in (signal.SIGINT, signal.SIGTERM, signal.SIGKILL):  # Ctrl+C first: Voilà stops its kernel
+            try:
+                os.killpg(server.pid, sig)  # the group of the command we started: it, Voilà and the kernel
+                server.wait(timeout=15)
+                break
+            except ProcessLookupError:
+                break
+            except subprocess.TimeoutExpired:
+                pass
+
+
+def changed(page, image, before: str, what: str):
+    """Wait until ``image`` shows a new, fully loaded 224-pixel-wide picture after ``what``; → its new src."""
+    try:
+        page.wait_for_function("([img, old]) => img.src !== old && img.complete && img.naturalWidth === 224",
+                               arg=[image.element_handle(), before], timeout=120 * MS)  # a first compile: ~30 s
+    except sync_api.TimeoutError:
+        pytest.fail(f"the heatmap did not change after {what}; the page says: {page.inner_text('body')[-1500:]}")
+    return image.get_attribute("src")
+
+
+def test_voila_page_picks_photo_class_method_and_scale(voila, page, tmp_path):
+    url, log = voila
+    page.goto(url, timeout=120 * MS)  # Voilà runs the app notebook while the page loads
+    explorer = page.locator(".cnnviz-explorer")
+    explorer.wait_for(timeout=120 * MS)
+    heatmap = explorer.locator(".cnnviz-heatmap")
+    page.wait_for_function("img => img.complete && img.naturalWidth === 224", arg=heatmap.element_handle())
+    text = page.inner_text("body")
+    assert "What does the network see?" in text and "ClassExplorer(" not in text  # its prose, not its code
+    shown = heatmap.get_attribute("src")
+
+    explorer.locator(".cnnviz-photo select").select_option(label="coffee")
+    shown = changed(page, heatmap, shown, "picking the coffee photo")
+    page.wait_for_function("el => el.innerText.includes('espresso')", arg=explorer.element_handle())
+
+    picker = explorer.locator(".cnnviz-class select")
+    options = [option.replace("\xa0", " ") for option in picker.locator("option").all_inner_texts()]
+    assert len(options) == 5 and options[0].startswith("espresso · "), options
+    picker.select_option(index=1)  # a class that is not the photo's strongest
+    shown = changed(page, heatmap, shown, "picking another class")
+    assert options[1].split(" · ")[0] in explorer.inner_text().replace("\xa0", " ")
+
+    explorer.locator(".cnnviz-shared-scale input[type=checkbox]").check()  # espresso now sets the scale
+    shown = changed(page, heatmap, shown, "ticking the shared scale")
+    page.wait_for_function("el => el.innerText.includes('of the shared scale')", arg=explorer.element_handle())
+
+    methods = [option.replace("\xa0", " ") for option in
+               explorer.locator(".cnnviz-method select option").all_inner_texts()]
+    assert methods[:3] == ["Grad-CAM", "Grad-CAM++", "LayerCAM"] and "SmoothGrad" in methods, methods
+    explorer.locator(".cnnviz-method select").select_option(index=methods.index("LayerCAM"))
+    shown = changed(page, heatmap, shown, "picking LayerCAM")
+    page.wait_for_function("el => el.innerText.includes('LayerCAM')", arg=explorer.element_handle())
+
+    assert "⚠" not in explorer.inner_text()
+    shot = tmp_path / "voila.png"
+    page.screenshot(path=shot, full_page=True)
+    if os.environ.get("CNNVIZ_VOILA_SCREENSHOT"):  # keep a copy to look at
+        shutil.copy(shot, os.environ["CNNVIZ_VOILA_SCREENSHOT"])
+    assert shot.stat().st_size > 50_000
+    assert "Traceback" not in log.read_text()

@@ -22,8 +22,9 @@ def cnnviz_command(*args, cwd):
 
 
 def test_help_of_every_command(capsys):
-    for argv, expected in ((["--help"], "{predict,gradcam,filters}"), (["predict", "--help"], "--top"),
-                           (["gradcam", "--help"], "--class CLASS"), (["filters", "--help"], "--robust")):
+    for argv, expected in ((["--help"], "{predict,gradcam,filters,explorer}"), (["predict", "--help"], "--top"),
+                           (["gradcam", "--help"], "--class CLASS"), (["filters", "--help"], "--robust"),
+                           (["explorer", "--help"], "--no-browser")):
         with pytest.raises(SystemExit) as exit:
             main(argv)
         assert exit.value.code == 0 and expected in capsys.readouterr().out, argv
@@ -79,6 +80,7 @@ def test_a_user_mistake_is_one_line_and_exit_2(tmp_path):
     (["filters", "top_bn", "-o", "grid.png", "--filters", "9-3"], "expected N (the first N filters), A-B"),
     (["filters", "top_bn", "-o", "grid.png", "--filters", "1279-1280"], "filter indices must be in [0, 1280)"),
     (["filters", "top_bn", "-o", "grid.png", "--steps", "-1"], "argument --steps: expected a whole number ≥ 1"),
+    (["explorer", "--port", "70000"], "argument --port: expected a port number in [1, 65535], got '70000'"),
 ])
 def test_user_mistakes_are_clear_errors(argv, message, tmp_path, monkeypatch, capsys):
     monkeypatch.chdir(tmp_path)
@@ -96,3 +98,27 @@ def test_class_names_with_spaces_or_case_resolve():
     names = class_names()
     assert class_index_of("Egyptian cat", names) == class_index_of("egyptian_cat", names) == 285
     assert class_index_of("967", names) == names.index("espresso") == 967
+
+
+def test_explorer_without_voila_is_one_clear_line(monkeypatch, capsys, tmp_path):
+    monkeypatch.setitem(sys.modules, "voila", None)  # as if it were not installed: find_spec gives None
+    monkeypatch.setattr("subprocess.call", lambda *a, **k: pytest.fail("must not start anything"))
+    with pytest.raises(SystemExit) as exit:
+        main(["explorer", "--no-browser"])
+    error = capsys.readouterr().err.splitlines()[-1]
+    assert exit.value.code == 2
+    assert error.startswith("cnnviz explorer: error: Voilà is not installed here: pip install voila")
+
+
+def test_explorer_runs_voila_on_the_shipped_app(monkeypatch, capsys):
+    pytest.importorskip("voila")
+    calls = []
+    monkeypatch.setattr("subprocess.call", lambda command: calls.append(command) or 0)
+    assert main(["explorer", "--port", "9001", "--no-browser"]) == 0
+    (command,) = calls
+    assert command[:3] == [sys.executable, "-m", "voila"] and "--port=9001" in command and "--no-browser" in command
+    app = Path(command[3])
+    assert app == ROOT / "cnnviz" / "app" / "explorer.ipynb" and "cnnviz.ClassExplorer" in app.read_text()
+    assert "http://127.0.0.1:9001/" in capsys.readouterr().out
+    monkeypatch.setattr("subprocess.call", lambda command: calls.append(command) or 3)
+    assert main(["explorer"]) == 3 and "--no-browser" not in calls[-1]  # Voilà's exit status is passed on

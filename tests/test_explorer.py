@@ -1,4 +1,5 @@
-"""The class explorer, headless: set each control in Python, assert the pictures and the state."""
+"""The class explorer's view, headless: set each control in Python, assert the pictures and the state
+(the state alone, without widgets: tests/test_explorer_state.py)."""
 import datetime
 import io
 import logging
@@ -10,7 +11,9 @@ import pytest
 from PIL import Image
 
 import cnnviz
+from cnnviz import explorer_state
 from cnnviz.explorer import class_labels
+from cnnviz.explorer_state import explain_classes
 from cnnviz.models import class_names
 
 ESPRESSO, EGYPTIAN_CAT = class_names().index("espresso"), class_names().index("Egyptian_cat")
@@ -210,3 +213,103 @@ def test_a_class_with_no_positive_evidence_says_so(bundle, fresh):
                                + np.array(matplotlib.colormaps["jet"](0.0)[:3]) * 255 * 0.4, atol=1.5)
     fresh.class_picker.value = fresh.best[0]
     assert fresh.message == ""
+
+
+def mean_activation(bundle, pixels, layer, classes):
+    """A class-blind test method: the layer's mean activation, the same map for every class."""
+    (activations,), _ = cnnviz.tap_model(bundle.model, [layer])(bundle.preprocess(pixels[None]))
+    mean = np.maximum(np.asarray(activations)[0].mean(axis=-1), 0)
+    return np.repeat(mean[None], len(classes), axis=0)
+
+
+def test_shared_scale_box_redraws_an_absent_class_weaker_without_a_pass(bundle):
+    explorer = cnnviz.ClassExplorer(bundle, image="cat")
+    assert "cnnviz-shared-scale" in explorer.shared_scale_box._dom_classes and not explorer.shared_scale
+    assert "own maximum" in explorer.scale_note.value
+    explorer.class_search.value = "goldfish"
+    passes, own, own_map = explorer.forward_passes, pictures(explorer), explorer.heatmap
+    assert own_map.max() == 1
+    explorer.shared_scale_box.value = True
+    assert explorer.shared_scale and explorer.state.shared_scale
+    assert "absent class looks weak" in explorer.scale_note.value
+    shared = pictures(explorer)
+    assert shared["heatmap"] != own["heatmap"] and shared["overlay"] != own["overlay"]
+    assert shared["original"] == own["original"] and explorer.forward_passes == passes
+    assert explorer.heatmap.max() < 0.5 and "of the shared scale" in explorer.caption.value
+    own_full, full = (cnnviz.upsample(m, (224, 224)) for m in (own_map, explorer.heatmap))
+    hottest = np.unravel_index(np.argmax(full), full.shape)  # there: dark red before, cyan-blue now
+    jet = matplotlib.colormaps["jet"]
+    for png, value in ((own["heatmap"], own_full[hottest]), (shared["heatmap"], full[hottest])):
+        np.testing.assert_allclose(picture(png)[hottest], np.array(jet(value)[:3]) * 255, atol=3)
+    assert own_full[hottest] > 0.9 > 0.5 > full[hottest]
+    explorer.shared_scale_box.value = False
+    assert pictures(explorer) == own
+    starts_shared = cnnviz.ClassExplorer(bundle, image="cat", shared_scale=True)
+    assert starts_shared.shared_scale_box.value and starts_shared.shared_scale
+
+
+def test_method_picker_changes_the_map(bundle, monkeypatch):
+    monkeypatch.setitem(explorer_state.EXPLORER_METHODS, "mean activation", explain_classes(mean_activation))
+    explorer = cnnviz.ClassExplorer(bundle)
+    assert "cnnviz-method" in explorer.method_picker._dom_classes
+    assert list(explorer.method_picker.options) == list(cnnviz.explorer_methods())
+    assert explorer.method_picker.options[0] == "Grad-CAM" and explorer.method_picker.options[-1] == "mean activation"
+    before, passes = pictures(explorer), explorer.forward_passes
+    explorer.method_picker.value = "mean activation"
+    assert explorer.method == "mean activation" and explorer.forward_passes == passes + 1
+    assert pictures(explorer)["heatmap"] != before["heatmap"] and "mean activation 7×7" in explorer.caption.value
+    expected = mean_activation(bundle, explorer.pixels, "top_activation", [0])[0]
+    np.testing.assert_allclose(explorer.heatmap, expected / expected.max(), atol=1e-5)
+    explorer.class_picker.value = explorer.best[1]  # class-blind: the same picture, no new pass
+    assert explorer.forward_passes == passes + 1
+    np.testing.assert_allclose(explorer.heatmap, expected / expected.max(), atol=1e-5)
+    explorer.method_picker.value = "saliency"  # a pixel method: a full-resolution map
+    assert explorer.heatmap.shape == (224, 224) and "saliency 224×224 on the pixels" in explorer.caption.value
+    assert explorer.layer_picker.disabled
+    explorer.method_picker.value = "Grad-CAM"
+    assert not explorer.layer_picker.disabled
+    assert pictures(explorer)["heatmap"] != before["heatmap"]  # another class now, Grad-CAM's map of it
+    explorer.class_picker.value = explorer.best[0]
+    assert pictures(explorer) == before and explorer.forward_passes == passes + 2  # all methods cached
+
+
+def test_a_failing_method_is_a_message_and_the_picture_stays(bundle, monkeypatch):
+    def failing(bundle, pixels, layer, classes):
+        raise RuntimeError("out of memory (pretend)")
+
+    def fails_beyond_the_top_class(bundle, pixels, layer, classes):
+        if len(classes) > 1 or classes[0] != explorer.best[0]:
+            raise RuntimeError("only the top class (pretend)")
+        return np.ones((1, 2, 2))
+    monkeypatch.setitem(explorer_state.EXPLORER_METHODS, "failing", explain_classes(failing))
+    monkeypatch.setitem(explorer_state.EXPLORER_METHODS, "lazy", explain_classes(fails_beyond_the_top_class,
+                                                                                 top_at_once=False))
+    explorer = cnnviz.ClassExplorer(bundle)
+    before = pictures(explorer)
+    explorer.method_picker.value = "failing"
+    assert "out of memory (pretend)" in explorer.message and explorer.message in explorer.status.value
+    assert explorer.method == explorer.method_picker.value == "Grad-CAM" and pictures(explorer) == before
+    explorer.class_picker.value = explorer.best[1]
+    assert explorer.message == ""
+    explorer.class_picker.value = explorer.best[0]
+    explorer.method_picker.value = "lazy"
+    assert explorer.method == "lazy" and explorer.message == ""
+    explorer.shared_scale_box.value = True  # needs the other top classes: fails, says so, and stays off
+    assert "only the top class" in explorer.message
+    assert not explorer.shared_scale and not explorer.shared_scale_box.value and explorer.heatmap.shape == (2, 2)
+
+
+def test_non_finite_pixels_are_refused_clearly(bundle, coffee, tmp_path):
+    broken = coffee.copy()
+    broken[0, 0] = np.nan
+    with pytest.raises(ValueError, match="NaN"):
+        cnnviz.ClassExplorer(bundle, image=broken)
+    explorer = cnnviz.ClassExplorer(bundle)
+    before = pictures(explorer)
+    grey = np.full((64, 64), 100, dtype="float32")
+    grey[3, 3] = np.nan
+    buffer = io.BytesIO()
+    Image.fromarray(grey, mode="F").save(buffer, format="tiff")  # a 32-bit float TIFF can hold NaN
+    upload(explorer, "nan.tif", buffer.getvalue())
+    assert "could not use the upload" in explorer.message and "NaN" in explorer.message
+    assert pictures(explorer) == before and explorer.image_name == "cat_and_coffee"

@@ -39,6 +39,8 @@ print(json.dumps({
     "cat": list(cnnviz.load_image("cat").shape),
     "heatmap": [list(heatmap.shape), float(heatmap.min()), float(heatmap.max())],
     "licences": [word in (files("cnnviz") / "data" / "README.md").read_text() for word in ("Apache-2.0", "MIT", "CC0")],
+    "app": [cell["source"] for cell in json.loads((files("cnnviz") / "app" / "explorer.ipynb").read_text())["cells"]
+            if cell["cell_type"] == "code"],
 }))
 """
 
@@ -78,5 +80,6 @@ def test_installed_package_works_from_another_directory(kind, artefacts, tmp_pat
     shape, low, high = report["heatmap"]
     assert shape == [7, 7] and 0 <= low < high == 1.0  # Grad-CAM at top_activation, normalised
     assert report["licences"] == [True, True, True]  # cnnviz/data/README.md, the data's licences, is installed
+    assert any("cnnviz.ClassExplorer" in "".join(source) for source in report["app"])  # what `cnnviz explorer` serves
     assert result.stdout.split()[0] in ("tiger_cat", "Egyptian_cat")  # the cnnviz command's predict
     assert list(target.glob("cnnviz-*.dist-info/licenses/LICENSE"))

@@ -1,0 +1,346 @@
+"""The class explorer's state, without widgets: photo, class, layer, method, scale and a cache of maps.
+
+:class:`ExplorerState` answers "which heatmap is on display?" (:attr:`~ExplorerState.heatmap`);
+:class:`~cnnviz.ClassExplorer` is a thin ipywidgets view over it. Maps are cached RAW (before any
+normalisation), keyed (method, layer, class), for the current photo only, in a bounded LRU:
+
+- switching class among those already explained costs no forward pass (Grad-CAM explains the top
+  classes of a photo in one pass, see :func:`~cnnviz.gradcam_parts`);
+- the displayed map is ``raw / scale``: ``scale`` is the map's own maximum (every class looks as
+  strong as the best), or with the *shared scale* the largest raw value over this photo's top
+  classes and the current class — so a class that is absent (goldfish on the cat) looks weak.
+
+Methods are a registry of RAW maps (:data:`EXPLORER_METHODS`, the picker's list); adding one is one line::
+
+    EXPLORER_METHODS["CAM"] = explain_classes(partial(cam_maps, "cam"))             # a CAM method
+    EXPLORER_METHODS["guided backprop"] = explain_classes(pixel_maps(guided_backprop, normalize=False),
+                                                          uses_layer=False)          # a pixel method
+
+``explain_classes(raw_maps)`` takes ``raw_maps(bundle, pixels (H, W, 3), layer=…, classes=(k,)) → (k, h, w)
+≥ 0``, the maps BEFORE any division by their maximum (a normalised map has lost the magnitude the shared
+scale compares), and adds the forward pass that finds the top classes and the logits. A method that
+gets the logits from its own pass (Grad-CAM) returns :class:`RawMaps` itself and saves that pass.
+"""
+from __future__ import annotations
+
+from functools import partial
+from pathlib import Path
+from typing import Callable, NamedTuple
+
+import numpy as np
+
+from .caching import LRUCache, per_model_cache
+from .cams import cam_maps
+from .gradcam import gradcam_parts
+from .images import as_batch, fit, load_image, sample_images
+from .layers import spatial_layer, tap_model
+from .models import ModelBundle
+from .pixel_methods import integrated_gradients, saliency, smoothgrad
+
+__all__ = ["EXPLORER_METHODS", "ExplorerState", "RawMaps", "explain_classes", "explorer_methods",
+           "gradcam_raw", "logits_of", "pixel_maps", "top_at_once", "uses_layer"]
+
+CACHED_MAPS = 64  # raw (method, layer, class) maps kept for the current photo: ≥ 10 layers' top 5, ≤ 3.2 MB
+
+
+class RawMaps(NamedTuple):
+    """What one call of an explorer method gives for one photo.
+
+    classes: (k,) the classes explained. maps: (k, h, w) float, ≥ 0, NOT normalised.
+    logits: (C,) the model's logits for the photo (to rank classes and show probabilities).
+    """
+
+    classes: np.ndarray
+    maps: np.ndarray
+    logits: np.ndarray
+
+
+# An explorer method: (bundle, pixels (H, W, 3) in [0, 255], layer name, classes (k,) or None, top) → RawMaps.
+# classes None → explain the ``top`` best classes by logit.
+ExplorerMethod = Callable[[ModelBundle, np.ndarray, str, "np.ndarray | None", int], RawMaps]
+
+
+def gradcam_raw(bundle: ModelBundle, pixels, layer: str, classes=None, top: int = 5) -> RawMaps:
+    """Grad-CAM, unnormalised, for k classes from ONE forward pass: ``M_c = ReLU(Σ_k α_k^c A_k)``.
+
+    A (h, w, c) are the layer's activations and α^c (c,) the spatially averaged gradients of logit c
+    (:func:`~cnnviz.gradcam_parts`); dividing M_c by its maximum gives :func:`~cnnviz.gradcam`.
+    """
+    class_index = None if classes is None else np.asarray(classes, dtype="int64")[None]
+    parts = gradcam_parts(bundle, np.asarray(pixels)[None], layer, class_index=class_index, top=top)
+    maps = np.maximum(np.einsum("hwc,kc->khw", parts.activations[0], parts.weights[0]), 0)
+    return RawMaps(parts.class_indices[0].astype("int64"), maps, parts.outputs[0])
+
+
+def explain_classes(raw_maps: Callable, uses_layer: bool = True, top_at_once: bool = True) -> ExplorerMethod:
+    """An explorer method from ``raw_maps(bundle, pixels, layer=…, classes=…) → (k, h, w) ≥ 0`` (classes
+    (k,) ints): one forward pass finds the logits (and the top classes when none are given), then
+    ``raw_maps`` runs. ``uses_layer=False``: a pixel method, whose maps serve every layer.
+    ``top_at_once=False``: a costly method, explaining only the classes asked for (without any, the best)."""
+    def method(bundle: ModelBundle, pixels, layer: str, classes=None, top: int = 5) -> RawMaps:
+        logits = logits_of(bundle, pixels)
+        if classes is None:
+            classes = np.argsort(-logits, kind="stable")[:top if top_at_once else 1]
+        classes = np.asarray(classes, dtype="int64")
+        return RawMaps(classes, np.asarray(raw_maps(bundle, pixels, layer=layer, classes=classes)), logits)
+    method.__doc__ = raw_maps.__doc__
+    method.uses_layer, method.top_at_once = uses_layer, top_at_once
+    return method
+
+
+def pixel_maps(pixel_method: Callable, **options) -> Callable:
+    """``raw_maps`` for :func:`explain_classes` from a pixel method of :mod:`cnnviz.pixel_methods`
+    (``method(bundle, image, class_index=c, **options)`` → (H, W)): one call per class, so each map is
+    exactly what the function gives; the positive part (Integrated Gradients is signed)."""
+    def raw_maps(bundle, pixels, layer, classes):
+        return np.stack([np.maximum(pixel_method(bundle, pixels, class_index=int(c), **options), 0)
+                         for c in classes])
+    raw_maps.__doc__ = pixel_method.__doc__
+    return raw_maps
+
+
+def logits_of(bundle: ModelBundle, pixels) -> np.ndarray:
+    """The logits (C,) of one photo (H, W, 3): the model without its final softmax, one forward pass."""
+    tap = per_model_cache(bundle.model, "logits", size=1).lookup(
+        "logits", lambda: tap_model(bundle.model, [], score="logits"))
+    _, logits = tap.predict_on_batch(bundle.preprocess(np.asarray(pixels, dtype="float32")[None]))
+    return np.asarray(logits)[0]
+
+
+# label → method, in the picker's order. CAM methods (cnnviz.cams) map at the layer; pixel methods ignore it.
+# Cost of a photo's first call: the gradient CAMs one forward + backward pass for the top 5 classes together,
+# Score-CAM 64 masked forward passes, saliency one pass per class; SmoothGrad (16 noisy copies) and
+# Integrated Gradients (32 steps) are ~16–32× a pass PER CLASS, so they explain a class only when it is shown
+# (or all top classes when the shared scale needs them). Switching back to a class seen before is free.
+EXPLORER_METHODS: dict[str, ExplorerMethod] = {
+    "Grad-CAM": gradcam_raw,
+    "Grad-CAM++": explain_classes(partial(cam_maps, "gradcam_plus_plus")),
+    "LayerCAM": explain_classes(partial(cam_maps, "layercam")),
+    "Score-CAM (64 channels)": explain_classes(partial(cam_maps, "scorecam", channels=64)),
+    "saliency": explain_classes(pixel_maps(saliency, normalize=False), uses_layer=False),
+    "SmoothGrad": explain_classes(pixel_maps(smoothgrad, samples=16, normalize=False), uses_layer=False,
+                                  top_at_once=False),
+    "Integrated Gradients": explain_classes(pixel_maps(integrated_gradients, steps=32), uses_layer=False,
+                                            top_at_once=False),
+}
+
+
+def uses_layer(label: str) -> bool:
+    """Whether the method ``label`` maps at a layer (CAM methods) or on the input pixels."""
+    return getattr(EXPLORER_METHODS[label], "uses_layer", True)
+
+
+def top_at_once(label: str) -> bool:
+    """Whether the method ``label`` explains a photo's top classes together (else one class as asked)."""
+    return getattr(EXPLORER_METHODS[label], "top_at_once", True)
+
+
+def explorer_methods() -> dict[str, ExplorerMethod]:
+    """The explorer's methods, {label: method}, in the picker's order (a copy: edit
+    :data:`EXPLORER_METHODS` to add one)."""
+    return dict(EXPLORER_METHODS)
+
+
+def photo_pixels(image, size, crop: float) -> np.ndarray:
+    """A sample's name, a path or pixels (H, W, 3) in [0, 255] → float32 pixels at ``size``, centre
+    crop ``crop``. NaN, inf or a wrong shape → ValueError."""
+    if isinstance(image, (str, Path)):
+        image = load_image(image)
+    batch, single = as_batch(image)
+    if not single or batch.shape[-1] != 3:
+        raise ValueError(f"give one RGB image (H, W, 3) in [0, 255], got shape {np.shape(image)}")
+    if not np.isfinite(batch).all():
+        bad = int((~np.isfinite(batch)).sum())
+        raise ValueError(f"the image has {bad} NaN or infinite values: give finite pixels in [0, 255]")
+    return fit(batch[0], size, crop)
+
+
+class ExplorerState:
+    """What the explorer shows, as plain data: no widgets. Setting a field computes what it needs.
+
+    bundle: a :class:`~cnnviz.ModelBundle`. top: how many best classes are explained per photo.
+    crop: centre crop of added photos. layer: None → the model's last conv layer. No photo is shown
+    until :meth:`select_photo` or :meth:`add_photo`. Fields: :attr:`photo_name`, :attr:`pixels` (H, W, 3),
+    :attr:`class_index`, :attr:`layer`, :attr:`method`, :attr:`shared_scale`; results:
+    :attr:`heatmap` (h, w) in [0, 1], :attr:`probabilities` (C,), :attr:`best` (top,);
+    :attr:`forward_passes` counts method calls (a new photo, layer or method: 1; a cached class: 0).
+    """
+
+    def __init__(self, bundle: ModelBundle, top: int = 5, crop: float = 0.875, layer: str | None = None,
+                 method: str = "Grad-CAM", cache_size: int = CACHED_MAPS):
+        if not isinstance(bundle, ModelBundle):
+            raise TypeError("the explorer needs a cnnviz.ModelBundle (e.g. cnnviz.load_model()), "
+                            f"got {type(bundle).__name__}")
+        if not isinstance(top, (int, np.integer)) or not 1 <= top <= 1000:
+            raise ValueError(f"top must be a whole number in [1, 1000], got {top!r}")
+        if cache_size < top + 1:
+            raise ValueError(f"cache_size must hold the top {top} maps and one more, got {cache_size}")
+        self.bundle, self.top, self.crop = bundle, int(top), crop
+        self.photos: dict[str, np.ndarray] = {}  # name → pixels at the model's input size
+        self.forward_passes = 0
+        self._shared_scale = False
+        self._maps = LRUCache(cache_size)  # (method, layer, class) → raw (h, w), for the current photo
+        self._layer = spatial_layer(bundle.model, layer).name  # None → the last spatial layer
+        self._method = self._checked_method(method)
+        self.photo_name = None
+        self.class_index = None
+        self.probabilities = self.best = None
+
+    # ---- fields -----------------------------------------------------------------------------------
+    @property
+    def pixels(self) -> np.ndarray:
+        """The current photo as the model sees it: float32 (H, W, 3) in [0, 255]."""
+        return self.photos[self.photo_name]
+
+    @property
+    def layer(self) -> str:
+        return self._layer
+
+    @layer.setter
+    def layer(self, name: str):
+        previous, self._layer = self._layer, spatial_layer(self.bundle.model, name).name  # a wrong name: ValueError
+        try:
+            self._explain_top()  # a failing method raises here and leaves the state as it was
+        except Exception:
+            self._layer = previous
+            raise
+
+    @property
+    def method(self) -> str:
+        return self._method
+
+    @method.setter
+    def method(self, label: str):
+        previous, self._method = self._method, self._checked_method(label)
+        try:
+            self._explain_top()
+        except Exception:
+            self._method = previous
+            raise
+
+    @property
+    def shared_scale(self) -> bool:
+        """False: each map divided by its own maximum; True: by the maximum over the photo's top classes."""
+        return self._shared_scale
+
+    @shared_scale.setter
+    def shared_scale(self, on: bool):
+        previous, self._shared_scale = self._shared_scale, bool(on)
+        try:
+            self._explain_top()  # the top classes' maps, if a costly method has not made them yet
+        except Exception:
+            self._shared_scale = previous
+            raise
+
+    def _checked_method(self, label: str) -> str:
+        if label not in EXPLORER_METHODS:
+            raise ValueError(f"unknown method {label!r}; choose one of {', '.join(EXPLORER_METHODS)}")
+        return label
+
+    def add_photo(self, name: str, image) -> None:
+        """Add a photo (sample name, path or pixels of any size; fitted to the model) and show it."""
+        self.photos[name] = photo_pixels(image, self.bundle.input_size, self.crop)
+        self.select_photo(name)
+
+    def select_photo(self, name: str) -> None:
+        """Show a photo added before, or a bundled sample by name: one pass explains its top classes."""
+        if name not in self.photos:
+            if name not in sample_images():
+                raise ValueError(f"no photo {name!r}; add it first, or pick a sample: {', '.join(sample_images())}")
+            self.photos[name] = photo_pixels(name, self.bundle.input_size, self.crop)
+        previous = self.photo_name
+        self.photo_name = name
+        self._maps.clear()
+        try:
+            found = self._call(classes=None)
+        except Exception:
+            self.photo_name = previous  # the old photo's maps are recomputed when needed
+            raise
+        self.probabilities = _softmax(found.logits)
+        self.best = [int(c) for c in np.argsort(-np.asarray(found.logits), kind="stable")[:self.top]]
+        self.class_index = self.best[0]
+
+    def select_class(self, class_index) -> None:
+        """Show one class (0 … C-1): free when its map is cached, else one pass."""
+        self._need_photo()
+        if isinstance(class_index, bool) or not isinstance(class_index, (int, np.integer)):
+            raise TypeError(f"class_index must be an int, got {class_index!r}")
+        if not 0 <= class_index < len(self.probabilities):
+            raise ValueError(f"class index {class_index} is out of range: the model has "
+                             f"{len(self.probabilities)} classes (0 … {len(self.probabilities) - 1})")
+        self._raw_maps([int(class_index)])  # may fail (a method's error): then nothing changed
+        self.class_index = int(class_index)
+
+    def clear_cache(self) -> None:
+        """Forget every cached map (the next display recomputes)."""
+        self._maps.clear()
+
+    # ---- results ----------------------------------------------------------------------------------
+    @property
+    def heatmap(self) -> np.ndarray:
+        """The map on display, (h, w) float32 in [0, 1]: :attr:`raw_heatmap` / :attr:`scale`; an
+        all-zero map stays zero (never NaN)."""
+        raw, scale = self._raw_and_scale()
+        return (raw / scale).astype("float32") if scale > 0 else np.zeros_like(raw, dtype="float32")
+
+    @property
+    def scale(self) -> float:
+        """The raw value shown as 1: the current map's own max, or with :attr:`shared_scale` the max over
+        this photo's top classes and the current class at this layer and method (0: nothing to show)."""
+        return self._raw_and_scale()[1]
+
+    @property
+    def raw_heatmap(self) -> np.ndarray:
+        """The current class's map before scaling, (h, w) ≥ 0."""
+        return self._raw_maps([self.class_index])[0]
+
+    def _raw_and_scale(self) -> tuple[np.ndarray, float]:
+        self._need_photo()
+        classes = [*self.best, self.class_index] if self.shared_scale else [self.class_index]
+        maps = self._raw_maps(classes)
+        return maps[-1], max(float(m.max()) for m in maps)
+
+    # ---- computing --------------------------------------------------------------------------------
+    def _need_photo(self):
+        if self.photo_name is None:
+            raise ValueError("no photo yet: call select_photo(name) or add_photo(name, image) first")
+
+    def _explain_top(self):
+        """Make sure the current class (and the top ones, or all shown on a shared scale) are cached at the
+        current layer and method."""
+        if self.photo_name is not None:
+            self._raw_maps([*self.best, self.class_index] if top_at_once(self._method) or self.shared_scale
+                           else [self.class_index])
+
+    def _raw_maps(self, classes) -> list[np.ndarray]:
+        """Raw maps of ``classes`` at the current method and layer; the missing ones in one call (when the
+        top classes are all missing, they come along: switching among them later is free)."""
+        layer = self._layer if uses_layer(self._method) else None  # pixel maps serve every layer
+        keys = [(self._method, layer, int(c)) for c in classes]
+        missing = [key[2] for key in keys if key not in self._maps]
+        if missing:
+            if top_at_once(self._method) and not any((self._method, layer, c) in self._maps for c in self.best):
+                missing = [*self.best, *missing]
+            self._call(classes=np.array(list(dict.fromkeys(missing))))
+        return [self._maps[key] for key in keys]
+
+    def _call(self, classes) -> RawMaps:
+        """One call of the current method on the current photo; caches its maps."""
+        found = EXPLORER_METHODS[self._method](self.bundle, self.pixels, self._layer, classes, self.top)
+        self.forward_passes += 1
+        maps = np.asarray(found.maps, dtype="float32")
+        given = [int(c) for c in np.atleast_1d(found.classes)]
+        if maps.ndim != 3 or len(maps) != len(given) or (maps < 0).any() or not np.isfinite(maps).all() or \
+                (classes is not None and set(given) != {int(c) for c in classes}):
+            raise ValueError(f"method {self._method!r} must return (k, h, w) finite maps ≥ 0 for the k classes "
+                             f"asked; got shape {maps.shape} for classes {given[:10]}")
+        layer = self._layer if uses_layer(self._method) else None
+        for class_index, raw in zip(given, maps):
+            self._maps[(self._method, layer, int(class_index))] = raw
+        return found
+
+
+def _softmax(logits) -> np.ndarray:
+    logits = np.asarray(logits, dtype="float64")
+    exp = np.exp(logits - logits.max())
+    return exp / exp.sum()
