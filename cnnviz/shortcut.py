@@ -30,6 +30,7 @@ from PIL import Image, ImageDraw, ImageEnhance, ImageFont
 from .gradcam import normalise, upsample
 from .images import load_image
 from .models import ModelBundle
+from .trust import _probabilities
 
 __all__ = ["CLASSES", "ShortcutAccuracy", "ShortcutModel", "WatermarkData", "corner_share", "predict_classes",
            "shortcut_accuracy", "train_shortcut_model", "watermark_box", "watermark_dataset"]
@@ -205,8 +206,8 @@ class ShortcutAccuracy(NamedTuple):
 
 
 def predict_classes(bundle: ModelBundle, images: np.ndarray) -> np.ndarray:
-    """Predicted class (N,) of pixel images (N, H, W, 3), compiled, in chunks."""
-    return _features(tf.function(bundle.model), bundle, images).argmax(axis=1)
+    """Predicted class (N,) of pixel images (N, H, W, 3) (compiled once per model, in chunks)."""
+    return _probabilities(bundle, images).argmax(axis=1)
 
 
 def shortcut_accuracy(shortcut: ShortcutModel, watermark_class: int = 1, n: int = 64,
