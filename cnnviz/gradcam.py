@@ -193,13 +193,15 @@ def gradcam_parts(model, images, layer=None, class_index=None, top: int = 1, sco
     images: (N, H, W, 3). layer: a spatial layer's name, also inside a nested model; None → the last.
     class_index: None → the ``top`` best classes per image; an int or a list (N ints) → that class;
     an (N, k) array → k given classes per image. score: optional callable on the model's output
-    (N, …) → (N,) or (N, k), for regression heads and custom targets (then class_index is ignored).
+    (N, …) → (N,) or (N, k), for regression heads and custom targets (then no class_index).
     output: for a model with several outputs, the one to explain (its name or index).
     Keep ``activations`` and ``weights`` to redraw any class with :func:`weighted_heatmap`.
     """
     keras_model, preprocess = unwrap(model)
     batch, _ = as_batch(images)
     check_images(keras_model, batch)
+    if score is not None and class_index is not None:
+        raise ValueError("give class_index or score, not both: a score function already says what to explain")
     cam = _plumbing(keras_model, layer, score, output)
     classes = (np.zeros((len(batch), cam.scores_per_image)) if score is not None
                else _class_matrix(class_index, len(batch), top, cam.num_classes))

@@ -201,9 +201,8 @@ def test_nested_models_and_custom_scores(tiny, nested, images, method):
                                        rtol=1e-4, atol=1e-5)
     else:
         np.testing.assert_allclose(maps, function(tiny, images, layer="conv2", class_index=3), atol=1e-5)
-    if method != "gradcam":  # cnnviz.gradcam documents that a score overrides class_index
-        with pytest.raises(ValueError, match="class_index or score, not both"):
-            function(regression, images, class_index=0, score=value)
+    with pytest.raises(ValueError, match="class_index or score, not both"):
+        function(regression, images, class_index=0, score=value)
 
 
 @pytest.mark.parametrize("method", sorted(CAM_METHODS))

@@ -124,6 +124,11 @@ def test_several_scores_need_gradcam_parts(bundle, cat):
     np.testing.assert_allclose(parts.heatmaps[:, 2], one, atol=1e-5)  # each score its own map, not their sum
 
 
+def test_class_index_and_score_together(bundle, cat):
+    with pytest.raises(ValueError, match="not both"):
+        cnnviz.gradcam(bundle, cat, class_index=ESPRESSO, score=lambda out: out[:, 3])
+
+
 def test_two_classes_for_one_image(bundle, cat):
     with pytest.raises(ValueError, match="gradcam_parts"):
         cnnviz.gradcam(bundle, cat, class_index=[EGYPTIAN_CAT, ESPRESSO])
