@@ -177,7 +177,9 @@ def _all_layers(model) -> list:
     return [layer for layer, _ in _walk(model)]
 
 
-def _input_tensor(model):
+def _input_shape(model) -> tuple:
+    """The model's one image input shape (None, H, W, C); a clear ValueError for models cnnviz cannot
+    explain (no layers, several inputs, an unbuilt Sequential)."""
     if not model.layers or (len(model.layers) == 1 and isinstance(model.layers[0], keras.layers.InputLayer)):
         raise ValueError(f"model {model.name!r} has no layers: there is no spatial (N, h, w, c) layer to "
                          "visualise")
@@ -189,11 +191,15 @@ def _input_tensor(model):
         raise ValueError(f"model {model.name!r} has {len(model.inputs)} inputs; cnnviz explains models with one "
                          "image input: wrap yours, e.g. keras.Model(image, model([image, fixed_other_input]))")
     try:
-        return keras.Input(batch_shape=model.inputs[0].shape, name="tap_input")
+        return tuple(model.inputs[0].shape)
     except (AttributeError, ValueError, TypeError) as error:
         raise ValueError(f"model {model.name!r} has no defined input yet (a Keras 3 Sequential gets one when "
                          "it is built): start it with keras.Input(shape=...) or call model.build((None, H, W, 3))"
                          ) from error
+
+
+def _input_tensor(model):
+    return keras.Input(batch_shape=_input_shape(model), name="tap_input")
 
 
 def leaves_layers_unchanged(build):
@@ -267,7 +273,7 @@ def tap_model(model, layer_names, score="logits", output=None) -> keras.Model:
 def check_images(model, batch) -> None:
     """A ValueError unless ``batch`` (N, H, W, C) fits the model's input: its channels, and its size when
     the model fixes one."""
-    declared = _input_tensor(as_keras_model(model)).shape  # (None, H, W, C), H and W may be None
+    declared = _input_shape(as_keras_model(model))  # (None, H, W, C), H and W may be None
     channels = batch.shape[-1]
     if declared[-1] is not None and channels != declared[-1]:
         hint = ("make them grey: images.mean(axis=-1, keepdims=True)" if declared[-1] == 1 else
