@@ -22,7 +22,8 @@ from pathlib import Path
 from PIL import Image
 
 from .filters import filter_grid, visualize_filters
-from .gradcam import gradcam, save_gradcam
+from .heatmaps import save_gradcam
+from .methods import gradcam
 from .images import fit, load_image
 from .models import class_names, load_model
 
@@ -116,11 +117,14 @@ def run_gradcam(args) -> None:
     side = min(image.shape[:2])
     square = fit(image, (side, side))  # the centre square at full resolution: what the overlay shows
     model_input = fit(square, bundle.input_size)
-    heatmap = gradcam(bundle, model_input, layer=args.layer, class_index=index)
+    layer = args.layer or bundle.last_conv_layer
+    heatmap = gradcam(bundle, model_input, layer=layer, class_index=index)
     p = bundle.model.predict_on_batch(bundle.preprocess(model_input[None]))[0, index]
-    save_gradcam(square, heatmap, args.output, alpha=args.alpha)
+    # each cell on its receptive field's centre in the 224×224 input, drawn on the full-resolution square
+    save_gradcam(square, heatmap, args.output, alpha=args.alpha, model=bundle, layer=layer,
+                 input_size=bundle.input_size)
     print(f"{args.output}: Grad-CAM of {class_names()[index]} (class {index}, p = {p:.3f}) at layer "
-          f"{args.layer or bundle.last_conv_layer}, {side}×{side}")
+          f"{layer}, {side}×{side}")
 
 
 def run_filters(args) -> None:

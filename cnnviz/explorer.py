@@ -11,16 +11,14 @@ from __future__ import annotations
 
 import contextlib
 import difflib
-import io
 from pathlib import Path
 
 import ipywidgets as widgets
 import matplotlib
 import numpy as np
-from PIL import Image
 
-from .explorer_state import ExplorerState, explorer_methods, uses_layer
-from .gradcam import overlay, upsample
+from .explorer_state import ExplorerState, explorer_methods, maps_at_layer, uses_layer
+from .heatmaps import overlay, png_bytes, upsample_where_known
 from .images import load_image, sample_images
 from .layers import conv_layers
 from .models import class_names
@@ -32,13 +30,6 @@ COLORMAPS = ("jet", "turbo", "inferno", "viridis", "magma")
 UPLOADED = "⬆ "  # prefix of uploaded photos in the photo list
 SCALE_NOTES = {False: "each map scaled to its own maximum: every class looks strong",
                True: "one scale for this photo's top classes: an absent class looks weak"}
-
-
-def png_bytes(pixels) -> bytes:
-    """(H, W, 3) pixels in [0, 255] → the bytes of a PNG file."""
-    buffer = io.BytesIO()
-    Image.fromarray(np.clip(pixels, 0, 255).astype("uint8")).save(buffer, format="png", compress_level=1)
-    return buffer.getvalue()
 
 
 def class_labels() -> list[str]:
@@ -249,9 +240,12 @@ class ClassExplorer:
     def _render(self):
         state, heatmap = self.state, self.state.heatmap
         colours = matplotlib.colormaps[self.colormap.value]
+        # each cell drawn on its receptive field's centre: the model and the layer the map comes from
+        full = upsample_where_known(heatmap, state.pixels.shape[:2], state.bundle,
+                                    state.layer if maps_at_layer(state.method) else None)
         self.original_view.value = png_bytes(state.pixels)
-        self.heatmap_view.value = png_bytes(colours(upsample(heatmap, state.pixels.shape[:2]))[..., :3] * 255)
-        self.overlay_view.value = png_bytes(overlay(state.pixels, heatmap, self.opacity.value, self.colormap.value))
+        self.heatmap_view.value = png_bytes(colours(full)[..., :3] * 255)
+        self.overlay_view.value = png_bytes(overlay(state.pixels, full, self.opacity.value, self.colormap.value))
         self.colorbar.value = png_bytes(colours(np.linspace(0, 1, 256))[None, :, :3].repeat(8, axis=0) * 255)
         top = "the strongest of this photo's top classes" if state.shared_scale else "this class's strongest"
         self.colorbar_note.value = f"<small>0 (no evidence) → 1 ({top})</small>"

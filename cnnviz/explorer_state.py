@@ -4,41 +4,34 @@
 :class:`~cnnviz.ClassExplorer` is a thin ipywidgets view over it. Maps are cached RAW (before any
 normalisation), keyed (method, layer, class), for the current photo only, in a bounded LRU:
 
-- switching class among those already explained costs no forward pass (Grad-CAM explains the top
-  classes of a photo in one pass, see :func:`~cnnviz.gradcam_parts`);
+- switching class among those already explained costs no forward pass (a method explains the top
+  classes of a photo in one call, :meth:`cnnviz.methods.Method.maps`);
 - the displayed map is ``raw / scale``: ``scale`` is the map's own maximum (every class looks as
   strong as the best), or with the *shared scale* the largest raw value over this photo's top
   classes and the current class — so a class that is absent (goldfish on the cat) looks weak.
 
-Methods are a registry of RAW maps (:data:`EXPLORER_METHODS`, the picker's list); adding one is one line::
-
-    EXPLORER_METHODS["CAM"] = explain_classes(partial(cam_maps, "cam"))             # a CAM method
-    EXPLORER_METHODS["guided backprop"] = explain_classes(pixel_maps(guided_backprop, normalize=False),
-                                                          uses_layer=False)          # a pixel method
-
-``explain_classes(raw_maps)`` takes ``raw_maps(bundle, pixels (H, W, 3), layer=…, classes=(k,)) → (k, h, w)
-≥ 0``, the maps BEFORE any division by their maximum (a normalised map has lost the magnitude the shared
-scale compares), and adds the forward pass that finds the top classes and the logits. A method that
-gets the logits from its own pass (Grad-CAM) returns :class:`RawMaps` itself and saves that pass.
+The picker lists every method of the registry (:data:`cnnviz.METHODS`), with its cheaper
+``explorer_options``: registering a method adds it here. :data:`EXPLORER_METHODS` maps each label to an
+:class:`ExplorerMethod`; :func:`explorer_method` makes one from any ``raw_maps(bundle, pixels (H, W, 3),
+layer=…, classes=(k,)) → (k, h, w) ≥ 0`` (maps BEFORE any division by their maximum: a normalised map has
+lost the magnitude the shared scale compares).
 """
 from __future__ import annotations
 
-from functools import partial
 from pathlib import Path
 from typing import Callable, NamedTuple
 
 import numpy as np
 
-from .caching import LRUCache, per_model_cache
-from .cams import cam_maps
-from .gradcam import gradcam_parts
+from .caching import LRUCache
 from .images import as_batch, fit, load_image, sample_images
-from .layers import spatial_layer, tap_model
+from .layers import spatial_layer
+from .methods import METHODS, Method
 from .models import ModelBundle
-from .pixel_methods import integrated_gradients, saliency, smoothgrad
+from .taps import compiled
 
-__all__ = ["EXPLORER_METHODS", "ExplorerState", "RawMaps", "explain_classes", "explorer_methods",
-           "gradcam_raw", "logits_of", "pixel_maps", "top_at_once", "uses_layer"]
+__all__ = ["EXPLORER_METHODS", "ExplorerMethod", "ExplorerState", "RawMaps", "explorer_method",
+           "explorer_methods", "logits_of", "maps_at_layer", "top_at_once", "uses_layer"]
 
 CACHED_MAPS = 64  # raw (method, layer, class) maps kept for the current photo: ≥ 10 layers' top 5, ≤ 3.2 MB
 
@@ -55,79 +48,78 @@ class RawMaps(NamedTuple):
     logits: np.ndarray
 
 
-# An explorer method: (bundle, pixels (H, W, 3) in [0, 255], layer name, classes (k,) or None, top) → RawMaps.
-# classes None → explain the ``top`` best classes by logit.
-ExplorerMethod = Callable[[ModelBundle, np.ndarray, str, "np.ndarray | None", int], RawMaps]
+class ExplorerMethod:
+    """(bundle, pixels (H, W, 3) in [0, 255], layer name, classes (k,) or None, top) → :class:`RawMaps`;
+    classes None → the ``top`` best classes by logit (only the best when not ``top_at_once``).
+
+    uses_layer: takes a layer (else it maps the input pixels, for any layer); at_layer: its maps have the
+    layer's resolution (guided Grad-CAM uses a layer but maps the pixels). top_at_once: the top classes
+    cost one call together (else each class is a whole run: explained only when shown)."""
+
+    def __init__(self, function: Callable, uses_layer: bool, top_at_once: bool, doc: str = "",
+                 at_layer: bool | None = None):
+        self.function, self.uses_layer, self.top_at_once = function, uses_layer, top_at_once
+        self.at_layer = uses_layer if at_layer is None else at_layer
+        self.__doc__ = doc
+
+    def __call__(self, bundle: ModelBundle, pixels, layer: str, classes=None, top: int = 5) -> RawMaps:
+        return self.function(bundle, np.asarray(pixels, "float32"), layer, classes,
+                             top if self.top_at_once else 1)
 
 
-def gradcam_raw(bundle: ModelBundle, pixels, layer: str, classes=None, top: int = 5) -> RawMaps:
-    """Grad-CAM, unnormalised, for k classes from ONE forward pass: ``M_c = ReLU(Σ_k α_k^c A_k)``.
+def from_registry(method: Method, **options) -> ExplorerMethod:
+    """The explorer's entry for a registered method, with its ``explorer_options`` (and ``options``)."""
+    settings = {**method.explorer_options, **options}
 
-    A (h, w, c) are the layer's activations and α^c (c,) the spatially averaged gradients of logit c
-    (:func:`~cnnviz.gradcam_parts`); dividing M_c by its maximum gives :func:`~cnnviz.gradcam`.
-    """
-    class_index = None if classes is None else np.asarray(classes, dtype="int64")[None]
-    parts = gradcam_parts(bundle, np.asarray(pixels)[None], layer, class_index=class_index, top=top)
-    maps = np.maximum(np.einsum("hwc,kc->khw", parts.activations[0], parts.weights[0]), 0)
-    return RawMaps(parts.class_indices[0].astype("int64"), maps, parts.outputs[0])
+    def function(bundle, pixels, layer, classes, top):
+        wanted = None if classes is None else np.asarray(classes, "int64")[None]
+        raw = method.maps(bundle, pixels[None], layer if method.uses_layer else None, wanted, top=top, **settings)
+        return RawMaps(raw.classes[0].astype("int64"), np.maximum(raw.maps[0], 0), raw.logits[0])
+
+    return ExplorerMethod(function, method.uses_layer, not method.costly, type(method).__doc__, method.at_layer)
 
 
-def explain_classes(raw_maps: Callable, uses_layer: bool = True, top_at_once: bool = True) -> ExplorerMethod:
+def explorer_method(raw_maps: Callable, uses_layer: bool = True, top_at_once: bool = True) -> ExplorerMethod:
     """An explorer method from ``raw_maps(bundle, pixels, layer=…, classes=…) → (k, h, w) ≥ 0`` (classes
     (k,) ints): one forward pass finds the logits (and the top classes when none are given), then
-    ``raw_maps`` runs. ``uses_layer=False``: a pixel method, whose maps serve every layer.
-    ``top_at_once=False``: a costly method, explaining only the classes asked for (without any, the best)."""
-    def method(bundle: ModelBundle, pixels, layer: str, classes=None, top: int = 5) -> RawMaps:
+    ``raw_maps`` runs."""
+    def function(bundle, pixels, layer, classes, top):
         logits = logits_of(bundle, pixels)
-        if classes is None:
-            classes = np.argsort(-logits, kind="stable")[:top if top_at_once else 1]
+        classes = np.argsort(-logits, kind="stable")[:top] if classes is None else classes
         classes = np.asarray(classes, dtype="int64")
         return RawMaps(classes, np.asarray(raw_maps(bundle, pixels, layer=layer, classes=classes)), logits)
-    method.__doc__ = raw_maps.__doc__
-    method.uses_layer, method.top_at_once = uses_layer, top_at_once
-    return method
 
-
-def pixel_maps(pixel_method: Callable, **options) -> Callable:
-    """``raw_maps`` for :func:`explain_classes` from a pixel method of :mod:`cnnviz.pixel_methods`
-    (``method(bundle, image, class_index=c, **options)`` → (H, W)): one call per class, so each map is
-    exactly what the function gives; the positive part (Integrated Gradients is signed)."""
-    def raw_maps(bundle, pixels, layer, classes):
-        return np.stack([np.maximum(pixel_method(bundle, pixels, class_index=int(c), **options), 0)
-                         for c in classes])
-    raw_maps.__doc__ = pixel_method.__doc__
-    return raw_maps
+    return ExplorerMethod(function, uses_layer, top_at_once, raw_maps.__doc__ or "")
 
 
 def logits_of(bundle: ModelBundle, pixels) -> np.ndarray:
-    """The logits (C,) of one photo (H, W, 3): the model without its final softmax, one forward pass."""
-    tap = per_model_cache(bundle.model, "logits", size=1).lookup(
-        "logits", lambda: tap_model(bundle.model, [], score="logits"))
-    _, logits = tap.predict_on_batch(bundle.preprocess(np.asarray(pixels, dtype="float32")[None]))
-    return np.asarray(logits)[0]
+    """The logits (C,) of one photo (H, W, 3): one forward pass of the model's shared compiled function."""
+    functions = compiled(bundle.model, bundle.preprocess)
+    _, _, logits = functions.scores(np.asarray(pixels, "float32")[None], np.full((1, 1), -1, "int32"))
+    return logits.numpy()[0]
 
 
-# label → method, in the picker's order. CAM methods (cnnviz.cams) map at the layer; pixel methods ignore it.
-# Cost of a photo's first call: the gradient CAMs one forward + backward pass for the top 5 classes together,
-# Score-CAM 64 masked forward passes, saliency one pass per class; SmoothGrad (16 noisy copies) and
-# Integrated Gradients (32 steps) are ~16–32× a pass PER CLASS, so they explain a class only when it is shown
-# (or all top classes when the shared scale needs them). Switching back to a class seen before is free.
-EXPLORER_METHODS: dict[str, ExplorerMethod] = {
-    "Grad-CAM": gradcam_raw,
-    "Grad-CAM++": explain_classes(partial(cam_maps, "gradcam_plus_plus")),
-    "LayerCAM": explain_classes(partial(cam_maps, "layercam")),
-    "Score-CAM (64 channels)": explain_classes(partial(cam_maps, "scorecam", channels=64)),
-    "saliency": explain_classes(pixel_maps(saliency, normalize=False), uses_layer=False),
-    "SmoothGrad": explain_classes(pixel_maps(smoothgrad, samples=16, normalize=False), uses_layer=False,
-                                  top_at_once=False),
-    "Integrated Gradients": explain_classes(pixel_maps(integrated_gradients, steps=32), uses_layer=False,
-                                            top_at_once=False),
-}
+def _label(method: Method) -> str:
+    return f"{method.label} ({method.explorer_note})" if method.explorer_note else method.label
+
+
+# label → method, in the registry's order. CAM methods map at the layer; pixel methods ignore it. Cost of a
+# photo's first call: the gradient CAMs one forward + backward pass for the top 5 classes together, Score-CAM
+# 64 masked forward passes, occlusion and RISE their changed images (all classes from the same passes),
+# saliency one pass per class; SmoothGrad (16 noisy copies) and Integrated Gradients (32 steps) are 16–32× a
+# pass PER CLASS, so they explain a class only when it is shown (or all top classes when the shared scale
+# needs them). Switching back to a class seen before is free.
+EXPLORER_METHODS: dict[str, ExplorerMethod] = {_label(method): from_registry(method) for method in METHODS.values()}
 
 
 def uses_layer(label: str) -> bool:
     """Whether the method ``label`` maps at a layer (CAM methods) or on the input pixels."""
     return getattr(EXPLORER_METHODS[label], "uses_layer", True)
+
+
+def maps_at_layer(label: str) -> bool:
+    """Whether the maps of method ``label`` have the layer's resolution (else the image's)."""
+    return getattr(EXPLORER_METHODS[label], "at_layer", uses_layer(label))
 
 
 def top_at_once(label: str) -> bool:
@@ -195,12 +187,7 @@ class ExplorerState:
 
     @layer.setter
     def layer(self, name: str):
-        previous, self._layer = self._layer, spatial_layer(self.bundle.model, name).name  # a wrong name: ValueError
-        try:
-            self._explain_top()  # a failing method raises here and leaves the state as it was
-        except Exception:
-            self._layer = previous
-            raise
+        self._change("_layer", spatial_layer(self.bundle.model, name).name)  # a wrong name: ValueError
 
     @property
     def method(self) -> str:
@@ -208,12 +195,7 @@ class ExplorerState:
 
     @method.setter
     def method(self, label: str):
-        previous, self._method = self._method, self._checked_method(label)
-        try:
-            self._explain_top()
-        except Exception:
-            self._method = previous
-            raise
+        self._change("_method", self._checked_method(label))
 
     @property
     def shared_scale(self) -> bool:
@@ -222,11 +204,16 @@ class ExplorerState:
 
     @shared_scale.setter
     def shared_scale(self, on: bool):
-        previous, self._shared_scale = self._shared_scale, bool(on)
+        self._change("_shared_scale", bool(on))  # the top classes' maps, if a costly method lacks them
+
+    def _change(self, field: str, value) -> None:
+        """Set ``field`` and compute what the display needs; on any failure the state is left as it was."""
+        previous = getattr(self, field)
+        setattr(self, field, value)
         try:
-            self._explain_top()  # the top classes' maps, if a costly method has not made them yet
+            self._explain_top()
         except Exception:
-            self._shared_scale = previous
+            setattr(self, field, previous)
             raise
 
     def _checked_method(self, label: str) -> str:

@@ -91,20 +91,40 @@ def spatial_layer(model, name: str | None = None) -> keras.layers.Layer:
     return layer
 
 
-# The final squashing functions whose input (the logits) Grad-CAM explains instead: softmax in every
-# spelling (keras.activations / keras.ops are named "softmax", tf.nn.softmax "softmax_v2"), and sigmoid.
-_SQUASHES = {"softmax", "softmax_v2", "sigmoid"}
+# The final squashing functions whose input (the logits) the methods explain instead: softmax in every
+# spelling (keras.activations / keras.ops are named "softmax", tf.nn.softmax "softmax_v2"), log-softmax and
+# sigmoid. name → the kind of head (how probabilities follow from the logits).
+_SQUASHES = {"softmax": "softmax", "softmax_v2": "softmax", "log_softmax": "log_softmax",
+             "log_softmax_v2": "log_softmax", "sigmoid": "sigmoid"}
+# Layers that may follow the squash without changing what it means (Softmax → Reshape → output).
+_PASS_THROUGH = (keras.layers.Identity, keras.layers.Reshape, keras.layers.Flatten, keras.layers.Dropout,
+                 keras.layers.ActivityRegularization)
 
 
-def _is_squash(function) -> bool:
-    return getattr(function, "__name__", "") in _SQUASHES
+def _squash_name(function) -> str | None:
+    return _SQUASHES.get(getattr(function, "__name__", ""))
+
+
+def squash_kind(layer) -> str | None:
+    """"softmax", "log_softmax" or "sigmoid" when ``layer`` ends in one cnnviz can take off — a Softmax
+    layer, an Activation or Dense layer with that activation, or a Lambda wrapping the function itself
+    (``Lambda(tf.nn.softmax)``) —, else None."""
+    if isinstance(layer, keras.layers.Softmax):
+        return "softmax"
+    kind = _squash_name(getattr(layer, "activation", None))
+    if kind is None and isinstance(layer, keras.layers.Lambda):
+        kind = _squash_name(layer.function)
+    return kind
 
 
 def squashes_output(layer) -> bool:
-    """Whether ``layer`` ends in a softmax or sigmoid cnnviz can take off: a Softmax layer, an Activation
-    or Dense layer with that activation, or a Lambda wrapping the function itself (``Lambda(tf.nn.softmax)``)."""
-    return (isinstance(layer, keras.layers.Softmax) or _is_squash(getattr(layer, "activation", None))
-            or (isinstance(layer, keras.layers.Lambda) and _is_squash(layer.function)))
+    """Whether ``layer`` ends in a softmax, log-softmax or sigmoid cnnviz can take off (see squash_kind)."""
+    return squash_kind(layer) is not None
+
+
+def _passes_through(layer) -> bool:
+    return isinstance(layer, _PASS_THROUGH) or (isinstance(layer, keras.layers.Activation)
+                                                 and getattr(layer.activation, "__name__", "") == "linear")
 
 
 class _PreSoftmax(keras.layers.Layer):
@@ -123,21 +143,22 @@ def _replay(model, inputs, targets: set, captured: dict, strip_softmax: bool):
     """Call ``model`` on symbolic ``inputs`` layer by layer, storing targets' outputs in ``captured``.
 
     Nested models holding a target are replayed recursively. With ``strip_softmax`` the model's
-    final softmax (a Softmax layer, or a Dense layer's softmax activation) is left out: logits.
+    final softmax, log-softmax or sigmoid (a layer, or a Dense layer's activation, possibly followed
+    by Reshape / Flatten / Identity / Dropout) is left out: logits; ``captured["head"]`` says which.
     """
-    last = _last_layers(model)
+    final = _final_layers(model)
 
     def call(layer, *args, **kwargs):
-        if strip_softmax and layer in last:
-            if squashes_output(layer):
-                if isinstance(layer, keras.layers.Dense):
-                    return _PreSoftmax(layer, name=f"{layer.name}_logits")(*args)
-                return args[0]  # Softmax / Activation / Lambda: its input is the logits
-            strip = isinstance(layer, keras.Model)
-        else:
-            strip = False
-        if isinstance(layer, keras.Model) and (strip or any(t in _all_layers(layer) for t in targets)):
-            output = _replay(layer, args[0], targets, captured, strip)
+        strip = strip_softmax and layer in final
+        if strip and squashes_output(layer):
+            captured["head"] = squash_kind(layer)
+            if isinstance(layer, keras.layers.Dense):
+                output = _PreSoftmax(layer, name=f"{layer.name}_logits")(*args)
+            else:
+                output = args[0]  # Softmax / Activation / Lambda: its input is the logits
+        elif isinstance(layer, keras.Model) and ((strip and layer is final[-1])
+                                                 or any(t in _all_layers(layer) for t in targets)):
+            output = _replay(layer, args[0], targets, captured, strip and layer is final[-1])
         else:
             output = layer(*args, **kwargs)
         if layer in targets:
@@ -159,7 +180,7 @@ def _replay(model, inputs, targets: set, captured: dict, strip_softmax: bool):
     return clone.outputs[0] if len(clone.outputs) == 1 else clone.outputs
 
 
-def _last_layers(model) -> list:
+def _output_layers(model) -> list:
     """The layers whose outputs are the model's outputs (Keras names a Functional model's outputs after
     them), or its last layer."""
     if isinstance(model, keras.Sequential):
@@ -171,6 +192,30 @@ def _last_layers(model) -> list:
         except ValueError:  # an output made by an op, not a layer
             pass
     return found or model.layers[-1:]
+
+
+def _final_layers(model) -> list:
+    """The output layers and, walking back from each through pass-through layers (Reshape, Flatten,
+    Identity, Dropout), the first layer that does something: where a final softmax would be. The last
+    element is that layer for the (first) output."""
+    if isinstance(model, keras.Sequential):
+        layers = list(model.layers)
+        chain = [layers.pop()]
+        while _passes_through(chain[-1]) and layers:
+            chain.append(layers.pop())
+        return chain
+    try:
+        producer = {id(layer.output): layer for layer in model.layers}
+    except (AttributeError, ValueError):  # a layer called several times has no single output
+        producer = {}
+    chains = []
+    for layer in _output_layers(model):
+        chain = [layer]
+        while _passes_through(chain[-1]) and id(getattr(chain[-1], "input", None)) in producer:
+            chain.append(producer[id(chain[-1].input)])
+        chains.append(chain)
+    first = chains[0]
+    return [layer for chain in chains[1:] for layer in chain] + first
 
 
 def _all_layers(model) -> list:
@@ -246,18 +291,12 @@ SCORES = ("logits", "output", None)
 
 
 @leaves_layers_unchanged
-def tap_model(model, layer_names, score="logits", output=None) -> keras.Model:
-    """A model: input images → ([activation of each named layer], score).
-
-    ``score="logits"``: the class scores before the final softmax or sigmoid (a Softmax layer, or an
-    Activation, Dense or Lambda layer applying softmax/sigmoid, is left out; nothing is mutated);
-    ``"output"``: the model's own output; ``None``: no score, only activations. ``output``: for a
-    model with several outputs, which one (name or index). Works when layers sit inside nested
-    models. One forward pass gives everything.
-    """
+def build_tap(model, layer_names, score="logits", output=None) -> tuple[keras.Model, str | None]:
+    """:func:`tap_model` and what it took off the output: "softmax", "log_softmax", "sigmoid" or None."""
     if score not in SCORES:
         raise ValueError(f"score must be 'logits', 'output' or None, got {score!r}")
     keras_model = as_keras_model(model)
+    check_channels_last(keras_model)
     layers = [get_layer(keras_model, name) for name in layer_names]
     captured = {}
     inputs = _input_tensor(keras_model)
@@ -265,9 +304,30 @@ def tap_model(model, layer_names, score="logits", output=None) -> keras.Model:
     activations = [captured[layer.name] for layer in layers]
     # A one-element list of outputs would be unwrapped by Keras; nesting it keeps "always a list".
     if score is None:
-        return keras.Model(inputs, (activations,), name=f"{keras_model.name}_tap")
+        return keras.Model(inputs, (activations,), name=f"{keras_model.name}_tap"), None
     outputs = (activations, _pick_output(keras_model, result, output))
-    return keras.Model(inputs, outputs, name=f"{keras_model.name}_tap")
+    return keras.Model(inputs, outputs, name=f"{keras_model.name}_tap"), captured.get("head")
+
+
+def tap_model(model, layer_names, score="logits", output=None) -> keras.Model:
+    """A model: input images → ([activation of each named layer], score).
+
+    ``score="logits"``: the class scores before the final softmax, log-softmax or sigmoid (a Softmax
+    layer, or an Activation, Dense or Lambda layer applying one, also when Reshape / Flatten / Identity
+    follow it, is left out; nothing is mutated); ``"output"``: the model's own output; ``None``: no
+    score, only activations. ``output``: for a model with several outputs, which one (name or index).
+    Works when layers sit inside nested models. One forward pass gives everything.
+    """
+    return build_tap(model, layer_names, score, output)[0]
+
+
+def check_channels_last(keras_model) -> None:
+    """A ValueError for a model computing channels-first: cnnviz reads every map as (N, h, w, c)."""
+    for layer, _ in _walk(keras_model):
+        if getattr(layer, "data_format", None) == "channels_first":
+            raise ValueError(f"layer {layer.name!r} of model {keras_model.name!r} is channels_first; cnnviz reads "
+                             "activations as (N, h, w, c): build the model channels_last (the Keras default, "
+                             "data_format='channels_last' or keras.config.set_image_data_format)")
 
 
 def check_images(model, batch) -> None:

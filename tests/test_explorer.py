@@ -13,7 +13,7 @@ from PIL import Image
 import cnnviz
 from cnnviz import explorer_state
 from cnnviz.explorer import class_labels
-from cnnviz.explorer_state import explain_classes
+from cnnviz.explorer_state import explorer_method
 from cnnviz.models import class_names
 
 ESPRESSO, EGYPTIAN_CAT = class_names().index("espresso"), class_names().index("Egyptian_cat")
@@ -128,7 +128,8 @@ def test_opacity_and_colormap(fresh):
     np.testing.assert_allclose(picture(fresh.overlay_view.value), picture(fresh.heatmap_view.value), atol=1)
     fresh.colormap.value = "viridis"
     heatmap = picture(fresh.heatmap_view.value)
-    hottest = np.unravel_index(np.argmax(cnnviz.upsample(fresh.heatmap, (224, 224))), (224, 224))
+    hottest = np.unravel_index(np.argmax(cnnviz.upsample(fresh.heatmap, (224, 224), fresh.state.bundle, fresh.layer)),
+                             (224, 224))  # the explorer draws each cell on its receptive field's centre
     np.testing.assert_allclose(heatmap[hottest], [253, 231, 37], atol=3)  # viridis' top colour: yellow
     assert picture(fresh.colorbar.value).shape == (8, 256, 3)
 
@@ -236,7 +237,7 @@ def test_shared_scale_box_redraws_an_absent_class_weaker_without_a_pass(bundle):
     assert shared["heatmap"] != own["heatmap"] and shared["overlay"] != own["overlay"]
     assert shared["original"] == own["original"] and explorer.forward_passes == passes
     assert explorer.heatmap.max() < 0.5 and "of the shared scale" in explorer.caption.value
-    own_full, full = (cnnviz.upsample(m, (224, 224)) for m in (own_map, explorer.heatmap))
+    own_full, full = (cnnviz.upsample(m, (224, 224), bundle, explorer.layer) for m in (own_map, explorer.heatmap))
     hottest = np.unravel_index(np.argmax(full), full.shape)  # there: dark red before, cyan-blue now
     jet = matplotlib.colormaps["jet"]
     for png, value in ((own["heatmap"], own_full[hottest]), (shared["heatmap"], full[hottest])):
@@ -249,7 +250,7 @@ def test_shared_scale_box_redraws_an_absent_class_weaker_without_a_pass(bundle):
 
 
 def test_method_picker_changes_the_map(bundle, monkeypatch):
-    monkeypatch.setitem(explorer_state.EXPLORER_METHODS, "mean activation", explain_classes(mean_activation))
+    monkeypatch.setitem(explorer_state.EXPLORER_METHODS, "mean activation", explorer_method(mean_activation))
     explorer = cnnviz.ClassExplorer(bundle)
     assert "cnnviz-method" in explorer.method_picker._dom_classes
     assert list(explorer.method_picker.options) == list(cnnviz.explorer_methods())
@@ -281,8 +282,8 @@ def test_a_failing_method_is_a_message_and_the_picture_stays(bundle, monkeypatch
         if len(classes) > 1 or classes[0] != explorer.best[0]:
             raise RuntimeError("only the top class (pretend)")
         return np.ones((1, 2, 2))
-    monkeypatch.setitem(explorer_state.EXPLORER_METHODS, "failing", explain_classes(failing))
-    monkeypatch.setitem(explorer_state.EXPLORER_METHODS, "lazy", explain_classes(fails_beyond_the_top_class,
+    monkeypatch.setitem(explorer_state.EXPLORER_METHODS, "failing", explorer_method(failing))
+    monkeypatch.setitem(explorer_state.EXPLORER_METHODS, "lazy", explorer_method(fails_beyond_the_top_class,
                                                                                  top_at_once=False))
     explorer = cnnviz.ClassExplorer(bundle)
     before = pictures(explorer)

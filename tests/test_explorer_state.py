@@ -4,8 +4,9 @@ import pytest
 
 import cnnviz
 from cnnviz import explorer_state
-from cnnviz.explorer_state import (ExplorerState, RawMaps, explain_classes, explorer_methods, gradcam_raw, top_at_once,
-                                   uses_layer)
+from cnnviz.explorer_state import (ExplorerState, RawMaps, explorer_method, explorer_methods, maps_at_layer,
+                                   top_at_once, uses_layer)
+from cnnviz.methods import METHODS
 from cnnviz.models import class_names
 
 GOLDFISH, ESPRESSO, EGYPTIAN_CAT = (class_names().index(name) for name in ("goldfish", "espresso", "Egyptian_cat"))
@@ -40,7 +41,7 @@ def cam_maps(bundle, head, dense_kernel):
     def raw_maps(bundle_, pixels, layer, classes):
         assert layer == "top_activation"
         return np.maximum(np.einsum("hwc,ck->khw", activations(bundle, head, pixels), dense_kernel[:, classes]), 0)
-    return explain_classes(raw_maps)
+    return explorer_method(raw_maps)
 
 
 def test_a_photo_costs_one_pass_and_gives_its_top_classes(bundle, state, cat, head, dense_kernel):
@@ -106,7 +107,7 @@ def test_the_cache_is_bounded_least_recently_used_out(bundle, monkeypatch):
     def numbered(bundle, pixels, layer, classes):  # class c's map is c + 1 everywhere: easy to check
         calls.append(list(classes))
         return np.ones((len(classes), 2, 2)) * (np.asarray(classes)[:, None, None] + 1)
-    monkeypatch.setitem(explorer_state.EXPLORER_METHODS, "numbered", explain_classes(numbered))
+    monkeypatch.setitem(explorer_state.EXPLORER_METHODS, "numbered", explorer_method(numbered))
     state = ExplorerState(bundle, cache_size=8, method="numbered")
     state.select_photo("coffee")
     assert len(state._maps) == 5 and calls == [list(state.best)]
@@ -133,10 +134,10 @@ def test_a_new_photo_forgets_the_old_maps(bundle, state, coffee):
 
 
 def test_a_registered_method_is_one_line_and_cached_apart(bundle, head, dense_kernel, state, monkeypatch):
-    monkeypatch.setitem(explorer_state.EXPLORER_METHODS, "CAM", cam_maps(bundle, head, dense_kernel))
-    assert list(explorer_methods())[0] == "Grad-CAM" and list(explorer_methods())[-1] == "CAM"
+    monkeypatch.setitem(explorer_state.EXPLORER_METHODS, "CAM by hand", cam_maps(bundle, head, dense_kernel))
+    assert list(explorer_methods())[0] == "Grad-CAM" and list(explorer_methods())[-1] == "CAM by hand"
     gradcam_map, passes = state.heatmap, state.forward_passes
-    state.method = "CAM"
+    state.method = "CAM by hand"
     assert state.forward_passes == passes + 1
     np.testing.assert_allclose(state.heatmap, gradcam_map, atol=1e-5)  # CAM = Grad-CAM at the head, normalised
     np.testing.assert_allclose(state.raw_heatmap, 49 * state._maps[("Grad-CAM", "top_activation",
@@ -146,10 +147,10 @@ def test_a_registered_method_is_one_line_and_cached_apart(bundle, head, dense_ke
     assert state.forward_passes == passes + 1
 
 
-def test_explain_classes_finds_the_top_classes_itself(bundle, cat):
-    method = explain_classes(lambda bundle, pixels, layer, classes: np.ones((len(classes), 2, 2)))
+def test_explorer_method_finds_the_top_classes_itself(bundle, cat):
+    method = explorer_method(lambda bundle, pixels, layer, classes: np.ones((len(classes), 2, 2)))
     found = method(bundle, cat, "top_activation", None, 3)
-    reference = gradcam_raw(bundle, cat, "top_activation", None, 3)
+    reference = explorer_methods()["Grad-CAM"](bundle, cat, "top_activation", None, 3)
     np.testing.assert_array_equal(found.classes, reference.classes)
     np.testing.assert_allclose(found.logits, reference.logits, rtol=1e-4, atol=1e-4)  # logits, not probabilities
     assert found.logits.min() < 0
@@ -159,7 +160,7 @@ def test_explain_classes_finds_the_top_classes_itself(bundle, cat):
 
 def test_empty_maps_stay_zero_not_nan(bundle, monkeypatch, state):
     monkeypatch.setitem(explorer_state.EXPLORER_METHODS, "nothing",
-                        explain_classes(lambda bundle, pixels, layer, classes: np.zeros((len(classes), 3, 3))))
+                        explorer_method(lambda bundle, pixels, layer, classes: np.zeros((len(classes), 3, 3))))
     state.method = "nothing"
     for shared in (False, True):
         state.shared_scale = shared
@@ -183,7 +184,7 @@ def test_a_failing_class_leaves_the_state_as_it_was(bundle, monkeypatch, state):
         if ESPRESSO in classes:
             raise RuntimeError("no espresso today")
         return np.ones((len(classes), 2, 2))
-    monkeypatch.setitem(explorer_state.EXPLORER_METHODS, "picky", explain_classes(fails_for_espresso))
+    monkeypatch.setitem(explorer_state.EXPLORER_METHODS, "picky", explorer_method(fails_for_espresso))
     state.method = "picky"
     before = state.class_index
     with pytest.raises(RuntimeError, match="no espresso today"):
@@ -222,22 +223,19 @@ def test_bad_input_is_a_clear_error_and_changes_nothing(bundle, state, cat):
         ExplorerState(bundle, top=0)
 
 
-def positive_integrated_gradients(bundle, image, class_index, steps):
-    return cnnviz.attribution.normalise(np.maximum(cnnviz.integrated_gradients(bundle, image, class_index=class_index,
-                                                                                steps=steps), 0))
-
-
-# Each picker entry against the public function it wraps (max-normalised, as the explorer shows it alone).
-PUBLIC = {"Grad-CAM": (cnnviz.gradcam, {}), "Grad-CAM++": (cnnviz.gradcam_plus_plus, {}),
-          "LayerCAM": (cnnviz.layercam, {}), "Score-CAM (64 channels)": (cnnviz.scorecam, {"channels": 64}),
-          "saliency": (cnnviz.saliency, {}), "SmoothGrad": (cnnviz.smoothgrad, {"samples": 16}),
-          "Integrated Gradients": (positive_integrated_gradients, {"steps": 32})}
+# Each picker entry against the public function it wraps (max-normalised, as the explorer shows it alone),
+# with the explorer's cheaper options: the picker is the registry.
+PUBLIC = {label: METHODS[name] for label, name in zip(explorer_methods(), METHODS)}
 
 
 def test_the_picker_offers_the_method_family():
-    assert list(explorer_methods()) == list(PUBLIC)
-    assert [label for label in PUBLIC if not uses_layer(label)] == ["saliency", "SmoothGrad", "Integrated Gradients"]
-    assert [label for label in PUBLIC if not top_at_once(label)] == ["SmoothGrad", "Integrated Gradients"]
+    assert list(explorer_methods()) == [f"{m.label} ({m.explorer_note})" if m.explorer_note else m.label
+                                        for m in METHODS.values()]
+    assert [label for label in PUBLIC if not uses_layer(label)] == [
+        "saliency", "SmoothGrad (16 samples)", "Integrated Gradients (32 steps)", "guided backprop",
+        "occlusion (48 px patches)", "RISE (256 masks)"]
+    assert [label for label in PUBLIC if not top_at_once(label)] == ["SmoothGrad (16 samples)",
+                                                                     "Integrated Gradients (32 steps)"]
 
 
 @pytest.mark.parametrize("label", PUBLIC)
@@ -246,10 +244,10 @@ def test_each_method_shows_what_its_function_gives(bundle, coffee, label):
     state.select_photo("coffee")
     assert state.forward_passes == 1 and state.best[0] == ESPRESSO
     assert len(state._maps) == (5 if top_at_once(label) else 1)  # costly methods: the shown class only
-    function, options = PUBLIC[label]
-    expected = function(bundle, coffee, class_index=ESPRESSO, **options)
+    method = PUBLIC[label]
+    expected = method(bundle, coffee, class_index=ESPRESSO, normalize=True, **method.explorer_options)
     np.testing.assert_allclose(state.heatmap, expected, atol=1e-4)
-    assert state.heatmap.shape == ((7, 7) if uses_layer(label) else (224, 224))
+    assert state.heatmap.shape == ((7, 7) if maps_at_layer(label) else (224, 224))
 
 
 def test_a_costly_method_explains_classes_as_they_are_shown(bundle, monkeypatch):
@@ -259,7 +257,7 @@ def test_a_costly_method_explains_classes_as_they_are_shown(bundle, monkeypatch)
         calls.append(list(classes))
         return np.ones((len(classes), 4, 4)) * (np.asarray(classes)[:, None, None] + 1)
     monkeypatch.setitem(explorer_state.EXPLORER_METHODS, "slow",
-                        explain_classes(numbered, uses_layer=False, top_at_once=False))
+                        explorer_method(numbered, uses_layer=False, top_at_once=False))
     state = ExplorerState(bundle, method="slow")
     state.select_photo("cat")
     state.select_class(state.best[1])

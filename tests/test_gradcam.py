@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 
 import cnnviz
-from cnnviz.gradcam import _plumbing
+from cnnviz.taps import compiled
 from cnnviz.models import class_names
 
 EGYPTIAN_CAT, ESPRESSO = class_names().index("Egyptian_cat"), class_names().index("espresso")
@@ -153,10 +153,10 @@ def test_clear_errors(bundle, cat):
 
 def test_no_retracing_across_twenty_classes(bundle, cat, caplog):
     cnnviz.gradcam(bundle, cat, class_index=0)  # the first call traces
-    compiled = _plumbing(bundle.model, None, None).one_class
-    traces = compiled.experimental_get_tracing_count()
+    function = compiled(bundle.model, bundle.preprocess, ("top_activation",))._one_class
+    traces = function.experimental_get_tracing_count()
     with caplog.at_level(logging.WARNING):
         heatmaps = [cnnviz.gradcam(bundle, cat, class_index=c) for c in range(0, 1000, 50)]
-    assert compiled.experimental_get_tracing_count() == traces
+    assert function.experimental_get_tracing_count() == traces
     assert "retracing" not in caplog.text
     assert len({h.tobytes() for h in heatmaps}) == 20  # 20 different classes, 20 different maps

@@ -17,7 +17,8 @@ import numpy as np
 import pytest
 
 import cnnviz
-from cnnviz.caching import _PER_MODEL, CACHE_SIZE, LRUCache, function_key, per_model_cache
+from cnnviz.caching import _PER_MODEL, LRUCache, function_key, per_model_cache
+from cnnviz.taps import COMPILED
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -122,17 +123,20 @@ def test_lru_cache_drops_the_least_recently_used():
         LRUCache(0)
 
 
-def test_gradcam_cache_evicts_and_recomputes_the_same_maps(bundle, cat):
-    layers = [info.name for info in cnnviz.conv_layers(bundle)][-CACHE_SIZE - 1:]
-    first = cnnviz.gradcam(bundle, cat, layer=layers[0], class_index=285)
-    cache = per_model_cache(bundle.model, "gradcam")
-    evicted = cache[(layers[0], None, None)]
+def test_compiled_cache_evicts_and_recomputes_the_same_maps(bundle, cat):
+    layers = [info.name for info in cnnviz.conv_layers(bundle) if info.name.endswith("activation")][-COMPILED - 1:]
+    first = cnnviz.gradcam(bundle, cat, layer=layers[0], class_index=None)
+    cache = per_model_cache(bundle.model, "compiled", size=COMPILED)
+
+    def entry(layer):
+        return [key for key in cache if key[0] == (layer,)]
+    evicted = cache[entry(layers[0])[0]]
     for layer in layers[1:]:
-        cnnviz.gradcam(bundle, cat, layer=layer, class_index=285)
-    assert len(cache) == CACHE_SIZE and (layers[0], None, None) not in cache
-    assert [key[0] for key in cache][-CACHE_SIZE:] == layers[1:]
-    again = cnnviz.gradcam(bundle, cat, layer=layers[0], class_index=285)
-    assert cache[(layers[0], None, None)] is not evicted  # rebuilt, and the same result
+        cnnviz.gradcam(bundle, cat, layer=layer, class_index=None)
+    assert len(cache) == COMPILED and not entry(layers[0])
+    assert [key[0][0] for key in cache if key[0]][-COMPILED:] == layers[1:]
+    again = cnnviz.gradcam(bundle, cat, layer=layers[0], class_index=None)
+    assert cache[entry(layers[0])[0]] is not evicted  # rebuilt, and the same result
     np.testing.assert_allclose(again, first, atol=1e-6)
     assert again.shape == (7, 7) and again.max() == 1
 
@@ -178,7 +182,7 @@ def test_a_model_and_its_caches_die_when_dropped():
     images = np.random.default_rng(0).uniform(0, 1, (2, 32, 32, 3)).astype("float32")
     cnnviz.gradcam(model, images, layer="conv")
     cnnviz.visualize_filters(model, "conv", filters=[0, 1], size=32, steps=2, progress=False)
-    assert {"gradcam", "ascent"} <= set(_PER_MODEL[model])
+    assert {"compiled", "taps", "ascent"} <= set(_PER_MODEL[model])
     alive, models = weakref.ref(model), len(_PER_MODEL)
     del model
     gc.collect()

@@ -1,9 +1,9 @@
-"""cnnviz.shortcut: the watermark data set is as designed, and the model trained on it is caught cheating."""
+"""cnnviz.trust.shortcut: the watermark data set is as designed, and the model trained on it is caught cheating."""
 import numpy as np
 import pytest
 
 import cnnviz
-from cnnviz import shortcut
+from cnnviz.trust import shortcut
 from cnnviz.trust import mass_in_box
 
 

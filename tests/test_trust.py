@@ -5,6 +5,7 @@ import pytest
 
 import cnnviz
 from cnnviz import trust
+from cnnviz.trust import randomization
 from cnnviz.models import class_names
 
 ESPRESSO, TIGER_CAT = class_names().index("espresso"), class_names().index("tiger_cat")
@@ -86,13 +87,13 @@ def test_curve_auc_is_the_trapezoid_area():
 
 
 @pytest.mark.parametrize("bad, message", [
-    ({"steps": 0}, "steps must be a positive integer"),
-    ({"steps": 2.5}, "steps must be a positive integer"),
+    ({"steps": 0}, "steps must be a whole number >= 1"),
+    ({"steps": 2.5}, "steps must be a whole number >= 1"),
     ({"baseline": "white"}, "unknown baseline 'white'"),
     ({"baseline": np.zeros((5, 5, 3))}, "does not match the images"),
     ({"maps": np.ones((2, 8, 8))}, "must be 3 heatmaps"),
     ({"maps": np.full((3, 8, 8), np.nan)}, "NaN"),
-    ({"class_index": 5}, "must be in 0 … 4"),
+    ({"class_index": 5}, "out of range: the model has 5 classes \\(0 … 4\\)"),
     ({"class_index": [1, 2]}, "3 ints"),
 ])
 def test_bad_curve_arguments_raise(tiny, tiny_data, bad, message):
@@ -152,7 +153,9 @@ def test_confidence_change(bundle, photos, maps):
     good = trust.confidence_change(bundle, photos, maps["gradcam"], class_index=[TIGER_CAT, ESPRESSO])
     bad = trust.confidence_change(bundle, photos, maps["inverted"], class_index=[TIGER_CAT, ESPRESSO])
     # independent: the explanation image image · map, scored by the model's own (softmax) output
-    masks = np.stack([cnnviz.upsample(m / m.max(), (224, 224)) for m in maps["gradcam"]])[..., None]
+    # each cell on its receptive field's centre (Lite0: pixel 32j + 31), as trust places maps of a known model
+    masks = np.stack([cnnviz.upsample(m / m.max(), (224, 224), bundle, "top_activation")
+                      for m in maps["gradcam"]])[..., None]
     outputs = keras.ops.convert_to_numpy(bundle.model(bundle.preprocess(np.concatenate([photos * masks, photos]))))
     explained, original = outputs[[0, 1], [TIGER_CAT, ESPRESSO]], outputs[[2, 3], [TIGER_CAT, ESPRESSO]]
     np.testing.assert_allclose(good.explained, explained, rtol=1e-4)
@@ -283,22 +286,22 @@ def test_randomisation_uses_each_layers_initialisers(tiny):
     clone = keras.models.clone_model(tiny)
     layer = clone.get_layer("logits")
     for variable in layer.weights:
-        init = trust._initializer(layer, variable, seed=1)
+        init = randomization._initializer(layer, variable, seed=1)
         variable.assign(init(variable.shape, variable.dtype))
     np.testing.assert_array_equal(layer.bias.numpy(), 0)  # bias: zeros
     limit = np.sqrt(6 / (6 + 5))  # Glorot uniform of a 6 → 5 kernel
     assert np.abs(layer.kernel.numpy()).max() <= limit and layer.kernel.numpy().std() > limit / 4
     bn = keras.layers.BatchNormalization()
     bn.build((None, 3))
-    values = {v.name: trust._initializer(bn, v, seed=0)(v.shape, v.dtype) for v in bn.weights}
+    values = {v.name: randomization._initializer(bn, v, seed=0)(v.shape, v.dtype) for v in bn.weights}
     assert [float(np.mean(values[n])) for n in ("gamma", "beta", "moving_mean", "moving_variance")] == [1, 0, 0, 1]
 
 
 def test_constant_maps_correlate_zero_not_nan():
     flat, varied = np.zeros((1, 3, 3)), np.arange(9.0).reshape(1, 3, 3)
-    np.testing.assert_array_equal(trust._spearman(varied, flat), [0.0])
-    np.testing.assert_allclose(trust._spearman(varied, varied ** 2), [1.0])
-    np.testing.assert_allclose(trust._spearman(varied, -varied), [-1.0])
+    np.testing.assert_array_equal(randomization._spearman(varied, flat), [0.0])
+    np.testing.assert_allclose(randomization._spearman(varied, varied ** 2), [1.0])
+    np.testing.assert_allclose(randomization._spearman(varied, -varied), [-1.0])
 
 
 def test_cascade_reaches_into_a_nested_base_and_leaves_it_untouched():

@@ -1,4 +1,4 @@
-"""Pixel methods (cnnviz.pixel_methods) against eager implementations of each paper's formula on a tiny
+"""Pixel methods (cnnviz.methods.pixels) against eager implementations of each paper's formula on a tiny
 seeded network wrapped as a ModelBundle (gradients in pixel space, through the preprocessing); Lite0
 facts: IG completeness, SmoothGrad smoother than saliency, guided backprop leaves the model alone."""
 import keras
@@ -7,29 +7,20 @@ import pytest
 import tensorflow as tf
 
 import cnnviz
-from cnnviz.attribution import guided_clone
+from cnnviz import guided_backprop, guided_gradcam, integrated_gradients, saliency, smoothgrad
+from cnnviz.guided import guided_clone
+from cnnviz.methods import METHODS
 from cnnviz.models import ModelBundle, class_names
-from cnnviz.pixel_methods import (PIXEL_METHODS, guided_backprop, guided_gradcam, integrated_gradients, saliency,
-                                  smoothgrad)
+from nets import preprocess, tiny_relu6_bundle
 
 ESPRESSO = class_names().index("espresso")
-
-
-def preprocess(pixels):
-    return (pixels - 127.0) / 128.0
+PIXEL_METHODS = {name: METHODS[name] for name in ("saliency", "smoothgrad", "integrated_gradients",
+                                                   "guided_backprop", "guided_gradcam")}
 
 
 @pytest.fixture(scope="module")
 def tiny():
-    """pixels → conv1 (ReLU) → conv2 → ReLU6 → GAP → Dense(4) → Softmax, as a ModelBundle; seeded."""
-    keras.utils.set_random_seed(3)
-    inputs = keras.Input((9, 9, 3))
-    x = keras.layers.Conv2D(5, 3, activation="relu", name="conv1")(inputs)
-    x = keras.layers.Conv2D(6, 3, name="conv2")(x)
-    x = keras.layers.ReLU(6.0, name="relu6")(x)
-    x = keras.layers.Dense(4, name="head")(keras.layers.GlobalAveragePooling2D()(x))
-    model = keras.Model(inputs, keras.layers.Softmax()(x))
-    return ModelBundle("tiny", model, (9, 9), preprocess, "relu6")
+    return tiny_relu6_bundle()
 
 
 @pytest.fixture(scope="module")
@@ -64,17 +55,25 @@ def test_saliency_is_the_largest_absolute_gradient_over_colour(tiny, pixels):
 
 
 def test_smoothgrad_averages_gradients_of_noisy_copies(tiny, pixels):
-    """The documented noise: ε = σ · tf.random.stateless_normal((count, N, H, W, C), seed=(seed, chunk))."""
+    """The documented noise: ε_s = σ · numpy.random.default_rng([seed, s]).standard_normal((H, W, C))."""
     classes, samples, noise = [3, 0], 6, 0.2
     sigma = noise * (pixels.max(axis=(1, 2, 3)) - pixels.min(axis=(1, 2, 3)))
-    epsilon = tf.random.stateless_normal((samples, *pixels.shape), seed=[5, 0]).numpy() * sigma[None, :, None, None,
-                                                                                                 None]
-    mean = np.mean([np.abs(eager_gradients(tiny, pixels + e, classes)) for e in epsilon], axis=0)
+    epsilon = [np.random.default_rng([5, s]).standard_normal(pixels.shape[1:], "float32") for s in range(samples)]
+    noisy = [pixels + sigma[:, None, None, None] * e for e in epsilon]
+    mean = np.mean([np.abs(eager_gradients(tiny, x, classes)) for x in noisy], axis=0)
     maps = smoothgrad(tiny, pixels, class_index=classes, samples=samples, noise=noise, seed=5, batch_size=12)
     np.testing.assert_allclose(maps, normalised(mean.max(axis=-1)), atol=1e-5)
-    # deterministic for a seed (also when chunked differently it is SmoothGrad, just other noise)
+    signed = np.abs(np.mean([eager_gradients(tiny, x, classes) for x in noisy], axis=0))
+    np.testing.assert_allclose(smoothgrad(tiny, pixels, class_index=classes, samples=samples, noise=noise, seed=5,
+                                          absolute=False), normalised(signed.max(axis=-1)), atol=1e-5)
+    # deterministic for a seed, whatever the batch size and whichever images share the batch
     again = smoothgrad(tiny, pixels, class_index=classes, samples=samples, noise=noise, seed=5, batch_size=12)
     np.testing.assert_array_equal(maps, again)
+    for batch_size in (1, 5, 64):
+        np.testing.assert_allclose(smoothgrad(tiny, pixels, class_index=classes, samples=samples, noise=noise,
+                                              seed=5, batch_size=batch_size), maps, atol=1e-6)
+    alone = smoothgrad(tiny, pixels[1], class_index=0, samples=samples, noise=noise, seed=5)
+    np.testing.assert_allclose(alone, maps[1], atol=1e-6)
     other = smoothgrad(tiny, pixels, class_index=classes, samples=samples, noise=noise, seed=6, batch_size=12)
     assert np.abs(other - maps).max() > 1e-3
     # no noise: every copy is the image, SmoothGrad is saliency, however it is chunked
@@ -157,7 +156,7 @@ def test_guided_clone_of_lite0_gates_every_relu6(bundle):
 def test_guided_gradcam_is_guided_backprop_times_upsampled_gradcam(tiny, pixels):
     detail = guided_backprop(tiny, pixels, class_index=[2, 0], normalize=False)
     heatmaps = cnnviz.gradcam(tiny, pixels, layer="conv2", class_index=[2, 0])
-    where = np.stack([cnnviz.upsample(h, (9, 9)) for h in heatmaps])
+    where = cnnviz.upsample(heatmaps, (9, 9), tiny, "conv2")  # each cell on its receptive field's centre
     np.testing.assert_allclose(guided_gradcam(tiny, pixels, layer="conv2", class_index=[2, 0]),
                                normalised(detail * where), atol=1e-5)
 
@@ -188,7 +187,9 @@ def test_zero_gradient_gives_zeros_not_nan(pixels):
     dead = keras.layers.Conv2D(3, 3, activation="relu", bias_initializer=keras.initializers.Constant(-1e4))(inputs)
     model = keras.Model(inputs, keras.layers.Dense(3)(keras.layers.GlobalAveragePooling2D()(dead)))
     for name, method in PIXEL_METHODS.items():
-        maps = method(model, pixels, class_index=1)
+        with pytest.warns(cnnviz.EmptyMapWarning):
+            maps = method(model, pixels, class_index=1, **({"normalize": True} if name == "integrated_gradients"
+                                                             else {}))
         assert maps.shape == (2, 9, 9) and not np.isnan(maps).any() and (maps == 0).all(), name
 
 
@@ -196,7 +197,7 @@ def test_clear_errors(tiny, pixels):
     for bad in ({"samples": 0}, {"noise": -0.1}, {"batch_size": 0}, {"samples": 2.5}):
         with pytest.raises(ValueError, match=f"{next(iter(bad))}"):
             smoothgrad(tiny, pixels, **bad)
-    with pytest.raises(ValueError, match="steps must be a positive int"):
+    with pytest.raises(ValueError, match="steps must be a whole number >= 1"):
         integrated_gradients(tiny, pixels, steps=0)
     with pytest.raises(ValueError, match="baseline of shape \\(5, 5, 3\\) does not fit"):
         integrated_gradients(tiny, pixels, baseline=np.zeros((5, 5, 3)))

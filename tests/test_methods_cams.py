@@ -1,42 +1,33 @@
-"""The CAM family (cnnviz.cams) against eager NumPy implementations of each paper's formula on a tiny
-seeded network; Lite0 facts (CAM == Grad-CAM at top_activation); nested models, custom scores, raw maps
-of several classes, zero gradients, errors."""
+"""The CAM family (cnnviz.methods.cams) against eager NumPy implementations of each paper's formula on a
+tiny seeded network; Lite0 facts (CAM == Grad-CAM == HiResCAM at top_activation); nested models, custom
+scores, raw maps of several classes, zero gradients, the Grad-CAM++ warning, errors."""
+import warnings
+
 import keras
 import numpy as np
 import pytest
 import tensorflow as tf
 
 import cnnviz
-from cnnviz.attribution import layer_gradients
-from cnnviz.cams import CAM_METHODS, cam, cam_maps, gradcam_plus_plus, layercam, scorecam
+from cnnviz import cam, explain_classes, gradcam_plus_plus, hirescam, layercam, scorecam
+from cnnviz.methods import METHODS, SignedActivationWarning
 from cnnviz.models import class_names
+from cnnviz.taps import compiled
+from nets import constant_score_model, nested_versions, random_images, tiny_base, tiny_classifier
 
 ESPRESSO, EGYPTIAN_CAT = class_names().index("espresso"), class_names().index("Egyptian_cat")
-GRADIENT_METHODS = ["gradcam", "gradcam_plus_plus", "layercam"]
-
-
-def tiny_base():
-    """conv1 (8×8×4) → conv2 (6×6×6), ReLU; seeded weights."""
-    keras.utils.set_random_seed(7)
-    inputs = keras.Input((10, 10, 3))
-    x = keras.layers.Conv2D(4, 3, activation="relu", name="conv1")(inputs)
-    x = keras.layers.Conv2D(6, 3, activation="relu", name="conv2")(x)
-    return keras.Model(inputs, x, name="base")
+GRADIENT_METHODS = ["gradcam", "gradcam_plus_plus", "layercam", "hirescam"]
+CAM_METHODS = {name: method for name, method in METHODS.items() if method.at_layer}
 
 
 @pytest.fixture(scope="module")
 def tiny():
-    """base → GAP → Dropout → Dense(5) → Softmax, a GAP→Dense network like Lite0."""
-    base = tiny_base()
-    x = keras.layers.GlobalAveragePooling2D()(base.output)
-    x = keras.layers.Dropout(0.2)(x)
-    x = keras.layers.Dense(5, name="head")(x)
-    return keras.Model(base.input, keras.layers.Softmax()(x))
+    return tiny_classifier()
 
 
 @pytest.fixture(scope="module")
 def images():
-    return np.random.default_rng(0).uniform(-1, 1, (3, 10, 10, 3)).astype("float32")
+    return random_images()
 
 
 def eager_parts(model, images, layer, classes):
@@ -72,6 +63,8 @@ def reference(method, model, images, layer, classes):
                 heatmap += (alpha * np.maximum(d1[..., k], 0)).sum() * a[..., k]
         elif method == "layercam":
             heatmap = (np.maximum(grad, 0) * a).sum(axis=-1)
+        elif method == "hirescam":  # Draelos & Carin: the element-wise product, summed over channels
+            heatmap = sum(grad[..., k] * a[..., k] for k in range(a.shape[-1]))
         elif method == "cam":
             kernel = model.get_layer("head").get_weights()[0]  # (c, classes)
             heatmap = a @ kernel[:, c]
@@ -136,7 +129,7 @@ def test_scorecam_channel_limit_keeps_the_most_varied_channels(tiny, images):
     weights = [scorecam_weight(tiny, image, activations[..., k], 1) for k in kept]
     expected = np.maximum(sum(w * activations[..., k] for w, k in zip(weights, kept)), 0)
     np.testing.assert_allclose(limited, expected, rtol=1e-4, atol=1e-6)
-    with pytest.raises(ValueError, match="channels \\(None: all\\) must be a positive int"):
+    with pytest.raises(ValueError, match="channels must be a whole number >= 1"):
         scorecam(tiny, image, layer="conv2", channels=0)
 
 
@@ -154,7 +147,7 @@ def test_cam_equals_gradcam_on_lite0(bundle, cat, coffee, collage):
         np.testing.assert_allclose(cam(bundle, images, class_index=class_index),
                                    cnnviz.gradcam(bundle, images, class_index=class_index), atol=1e-5)
     raw_cam = cam(bundle, cat, normalize=False)
-    raw_gradcam = cam_maps("gradcam", bundle, cat)[0]
+    raw_gradcam = explain_classes("gradcam", bundle, cat)[0]
     np.testing.assert_allclose(raw_cam, 49 * raw_gradcam, rtol=1e-4, atol=1e-4)  # h·w = 7·7
 
 
@@ -170,13 +163,7 @@ def test_cam_needs_gap_dense(tiny, images):
 @pytest.fixture(scope="module")
 def nested(tiny):
     """The tiny network with its base nested in a Sequential and in a functional model (same weights)."""
-    base = keras.Model(tiny.input, tiny.get_layer("conv2").output, name="base")
-    head = keras.layers.Dense(5, activation="softmax", name="head")
-    sequential = keras.Sequential([keras.Input((10, 10, 3)), base, keras.layers.GlobalAveragePooling2D(), head])
-    head.set_weights(tiny.get_layer("head").get_weights())
-    inputs = keras.Input((10, 10, 3))
-    functional = keras.Model(inputs, head(keras.layers.GlobalAveragePooling2D()(base(inputs))))
-    return sequential, functional
+    return nested_versions(tiny, "conv2")
 
 
 @pytest.mark.parametrize("method", sorted(CAM_METHODS))
@@ -214,42 +201,40 @@ def test_zero_gradient_or_zero_activation_gives_zeros_not_nan(method):
     kernel, bias = head.get_weights()
     kernel[:, 1] = 0
     head.set_weights([kernel, bias])
-    images = np.random.default_rng(1).uniform(-1, 1, (2, 10, 10, 3)).astype("float32")
+    images = random_images(2, seed=1)
     if method != "scorecam":  # Score-CAM has no gradient; its weights are probabilities > 0
-        maps = CAM_METHODS[method](model, images, layer="conv2", class_index=1)
+        with pytest.warns(cnnviz.EmptyMapWarning, match="all zero for image 0"):
+            maps = CAM_METHODS[method](model, images, layer="conv2", class_index=1)
         assert maps.shape == (2, 6, 6) and not np.isnan(maps).any() and (maps == 0).all()
-    inputs = keras.Input((10, 10, 3))
-    dead = keras.layers.Conv2D(3, 3, activation="relu", bias_initializer=keras.initializers.Constant(-100.0),
-                               name="dead")(inputs)  # always 0: flat maps, zero gradients
-    model = keras.Model(inputs, keras.layers.Dense(3, name="head")(keras.layers.GlobalAveragePooling2D()(dead)))
-    maps = CAM_METHODS[method](model, images, class_index=0)
+    with pytest.warns(cnnviz.EmptyMapWarning):
+        maps = CAM_METHODS[method](constant_score_model(), images, class_index=0)
     assert maps.shape == (2, 8, 8) and not np.isnan(maps).any() and (maps == 0).all()
 
 
 @pytest.mark.parametrize("method", ["cam", *GRADIENT_METHODS, "scorecam"])
-def test_cam_maps_several_classes_raw_from_one_pass(tiny, images, method):
+def test_explain_classes_several_classes_raw_from_one_pass(tiny, images, method):
     options = {"batch_size": 3} if method == "scorecam" else {}
-    raw = cam_maps(method, tiny, images[0], [4, 0, 2], layer="conv2", **options)
+    raw = explain_classes(method, tiny, images[0], [4, 0, 2], layer="conv2", **options)
     assert raw.shape == (3, 6, 6) and (raw >= 0).all()
     function = CAM_METHODS[method]
     for map_, c in zip(raw, [4, 0, 2]):
         single = function(tiny, images[0], layer="conv2", class_index=c)
         np.testing.assert_allclose(map_ / map_.max(), single, atol=1e-5)
-        if method != "gradcam":  # gradcam (cnnviz.gradcam) has no raw option; the rest agree raw too
-            np.testing.assert_allclose(function(tiny, images[0], layer="conv2", class_index=c, normalize=False),
-                                       map_, rtol=1e-5, atol=1e-7)
-    top = cam_maps(method, tiny, images[0], layer="conv2", **options)  # classes None → the top class
+        np.testing.assert_allclose(function(tiny, images[0], layer="conv2", class_index=c, normalize=False),
+                                   map_, rtol=1e-5, atol=1e-7)
+    top = explain_classes(method, tiny, images[0], layer="conv2", **options)  # classes None → the top class
     best = int(np.argmax(tiny(images[:1])[0]))
-    np.testing.assert_allclose(top[0], cam_maps(method, tiny, images[0], [best], layer="conv2", **options)[0])
+    np.testing.assert_allclose(top[0], explain_classes(method, tiny, images[0], [best], layer="conv2",
+                                                       **options)[0])
 
 
 def test_shared_scale_shows_an_absent_class_as_weak(bundle, cat):
     """Goldfish on the cat photo: on its own scale its map peaks at 1 like the cat's; shared, lower (measured:
     Grad-CAM 0.37 of the cat's peak, Score-CAM 0.01: its weights are probabilities)."""
     goldfish = class_names().index("goldfish")
-    raw = cam_maps("gradcam", bundle, cat, [EGYPTIAN_CAT, goldfish])
+    raw = explain_classes("gradcam", bundle, cat, [EGYPTIAN_CAT, goldfish])
     assert raw[1].max() < 0.5 * raw[0].max()
-    raw = cam_maps("scorecam", bundle, cat, [EGYPTIAN_CAT, goldfish], channels=64)
+    raw = explain_classes("scorecam", bundle, cat, [EGYPTIAN_CAT, goldfish], channels=64)
     assert raw[1].max() < 0.1 * raw[0].max()
     assert gradcam_plus_plus(bundle, cat, class_index=goldfish).max() == pytest.approx(1.0)
 
@@ -257,24 +242,44 @@ def test_shared_scale_shows_an_absent_class_as_weak(bundle, cat):
 def test_layercam_on_an_early_lite0_layer_and_no_retracing(bundle, cat, coffee):
     maps = layercam(bundle, np.stack([cat, coffee]), layer="block3b_add", class_index=[EGYPTIAN_CAT, ESPRESSO])
     assert maps.shape == (2, 28, 28) and maps.max(axis=(1, 2)) == pytest.approx([1, 1])
-    taps = layer_gradients(bundle.model, "block3b_add", None)
-    traces = taps.one_class.experimental_get_tracing_count()
-    for c in (1, 2, 3):
-        gradcam_plus_plus(bundle, cat, layer="block3b_add", class_index=c)
-        layercam(bundle, cat, layer="block3b_add", class_index=c)
-    assert taps.one_class.experimental_get_tracing_count() == traces
+    functions = compiled(bundle.model, bundle.preprocess, ("block3b_add",))
+    traces = functions._one_class.experimental_get_tracing_count()
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", SignedActivationWarning)  # block3b_add is signed: tested below
+        for c in (1, 2, 3):
+            gradcam_plus_plus(bundle, cat, layer="block3b_add", class_index=c)
+            layercam(bundle, cat, layer="block3b_add", class_index=c)
+    assert functions._one_class.experimental_get_tracing_count() == traces
 
 
 def test_clear_errors(bundle, cat):
-    with pytest.raises(ValueError, match="unknown CAM method 'gradcam\\+\\+'"):
-        cam_maps("gradcam++", bundle, cat, [1])
+    with pytest.raises(ValueError, match="unknown method 'gradcam\\+\\+'"):
+        explain_classes("gradcam++", bundle, cat, [1])
     with pytest.raises(ValueError, match="one image"):
-        cam_maps("layercam", bundle, cat[None], [1])
+        explain_classes("layercam", bundle, cat[None], [1])
     with pytest.raises(ValueError, match="class index 1000 is out of range"):
         layercam(bundle, cat, class_index=1000)
     with pytest.raises(ValueError, match="no layer named"):
         gradcam_plus_plus(bundle, cat, layer="top_activaton")
     with pytest.raises(ValueError, match="batch_size must be"):
         scorecam(bundle, cat, batch_size=0)
-    with pytest.raises(TypeError, match="layercam takes no options, got \\['channels'\\]"):
-        cam_maps("layercam", bundle, cat, [1], channels=3)
+    with pytest.raises(TypeError, match="layercam takes no option 'channels'"):
+        explain_classes("layercam", bundle, cat, [1], channels=3)
+
+
+def test_hirescam_equals_gradcam_where_the_gradient_is_constant(bundle, cat, coffee):
+    """At top_activation (→ GAP → Dense) ∂y/∂A_ijk = W_kc/(h·w) at every position: the element-wise product
+    is Grad-CAM's average. At block5c_add the gradient varies, and so do the maps."""
+    images = np.stack([cat, coffee])
+    np.testing.assert_allclose(hirescam(bundle, images), cnnviz.gradcam(bundle, images), atol=1e-5)
+    early = hirescam(bundle, images, layer="block6a_expand_activation")
+    assert np.abs(early - cnnviz.gradcam(bundle, images, layer="block6a_expand_activation")).max() > 0.1
+
+
+def test_gradcam_plus_plus_warns_on_signed_activations(bundle, cat):
+    with pytest.warns(SignedActivationWarning, match="block5c_add.*negative.*'block5c_activation'"):
+        gradcam_plus_plus(bundle, cat, layer="block5c_add")
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # after a ReLU6: no warning
+        gradcam_plus_plus(bundle, cat, layer="top_activation")
+        layercam(bundle, cat, layer="block5c_add")

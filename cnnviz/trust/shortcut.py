@@ -27,10 +27,9 @@ import numpy as np
 import tensorflow as tf
 from PIL import Image, ImageDraw, ImageEnhance, ImageFont
 
-from .gradcam import normalise, upsample
-from .images import load_image
-from .models import ModelBundle
-from .trust import _probabilities
+from ..images import load_image
+from ..models import ModelBundle
+from .maps import maps_at, probabilities
 
 __all__ = ["CLASSES", "ShortcutAccuracy", "ShortcutModel", "WatermarkData", "corner_share", "predict_classes",
            "shortcut_accuracy", "train_shortcut_model", "watermark_box", "watermark_dataset"]
@@ -207,7 +206,7 @@ class ShortcutAccuracy(NamedTuple):
 
 def predict_classes(bundle: ModelBundle, images: np.ndarray) -> np.ndarray:
     """Predicted class (N,) of pixel images (N, H, W, 3) (compiled once per model, in chunks)."""
-    return _probabilities(bundle, images).argmax(axis=1)
+    return probabilities(bundle, images).argmax(axis=1)
 
 
 def shortcut_accuracy(shortcut: ShortcutModel, watermark_class: int = 1, n: int = 64,
@@ -221,12 +220,13 @@ def shortcut_accuracy(shortcut: ShortcutModel, watermark_class: int = 1, n: int 
     return ShortcutAccuracy(*accuracies)
 
 
-def corner_share(maps, size=SIZE) -> np.ndarray:
-    """Share (N,) of each map's positive mass (upsampled to ``size``) in the watermark's CORNER × CORNER
-    corner (a uniform map gives CORNER² / (H·W), 8% at 224)."""
+def corner_share(maps, size=SIZE, model=None, layer=None) -> np.ndarray:
+    """Share (N,) of each map's positive mass (upsampled to ``size``; with ``model``, each cell on its
+    receptive field's centre) in the watermark's CORNER × CORNER corner (a uniform map gives
+    CORNER² / (H·W), 8% at 224)."""
     maps = np.asarray(maps, dtype="float32")
     maps = maps[None] if maps.ndim == 2 else maps
-    resized = np.stack([upsample(m, size) for m in normalise(np.maximum(maps, 0))])
+    resized = maps_at(maps, size, len(maps), relu=True, model=model, layer=layer)
     total = resized.sum(axis=(1, 2))
     corner = resized[:, -CORNER:, -CORNER:].sum(axis=(1, 2))
     return np.divide(corner, total, out=np.zeros_like(total), where=total > 0)
