@@ -7,9 +7,11 @@ tf-keras-vis 0.8.7 where it has the method (optional: pip install "cnnviz[bench]
   Score-CAM            one forward + one forward per channel, batched 32 at a time
   saliency, guided     one compiled forward + gradient to the input pixels
   SmoothGrad / IG      samples (steps) × forward + gradient to the input, in cnnviz's batches of 16
-Goals (issue 13): gradient CAMs ≤ 1.3 × floor and ≥ 8 × faster than tf-keras-vis; Score-CAM over all 1280
-channels ≤ 1.3 × floor and ≥ 2 × faster than tf-keras-vis; SmoothGrad ≥ 4 × faster than tf-keras-vis;
-IG ≤ 1.3 × floor. tf-keras-vis runs on a logits model here (what cnnviz explains), CAMs not expanded to
+  occlusion            one forward per patch position (32 px patches every 16 px: 13 × 13 = 169), batched 32
+  RISE                 one forward per mask (1000), batched 32
+Goals (issues 13, J): gradient CAMs (Grad-CAM, Grad-CAM++, LayerCAM, HiResCAM) ≤ 1.3 × floor and ≥ 8 × faster
+than tf-keras-vis; Score-CAM over all 1280 channels ≤ 1.3 × floor and ≥ 2 × faster than tf-keras-vis;
+SmoothGrad ≥ 4 × faster than tf-keras-vis; IG, occlusion and RISE ≤ 1.3 × floor. tf-keras-vis runs on a logits model here (what cnnviz explains), CAMs not expanded to
 the image size; then the TRAP: on Lite0 itself its default explains probabilities (the softmax is a
 separate layer, which its ReplaceToLinear does not touch): the max difference of the maps is printed.
 Calls are interleaved round-robin so machine load hits all alike; medians are printed.
@@ -29,6 +31,7 @@ from cnnviz.layers import tap_model  # noqa: E402
 from cnnviz.models import class_names  # noqa: E402
 
 LAYER, SAMPLES, NOISE, STEPS, BATCH = "top_activation", 20, 0.2, 128, 16
+PATCH, STRIDE, MASKS, FORWARD_BATCH = 32, 16, 1000, 32
 try:
     import tf_keras_vis  # noqa: F401
     from tf_keras_vis.gradcam import Gradcam
@@ -120,17 +123,26 @@ def main(repeats=7):
         forward(x)
         return [forward(masked[:min(32, n - start)]).numpy() for start in range(0, n, 32)]
 
+    def floor_forwards(n):  # n forward passes of changed images, FORWARD_BATCH at a time (occlusion, RISE)
+        forward(x)
+        return [forward(masked[:min(FORWARD_BATCH, n - start)]).numpy() for start in range(0, n, FORWARD_BATCH)]
+
+    positions = len(range(0, 224 - PATCH + 1, STRIDE)) + (1 if (224 - PATCH) % STRIDE else 0)
+
     ours = {
         "cam": lambda: cnnviz.cam(bundle, image),
         "gradcam": lambda: cnnviz.gradcam(bundle, image),
         "gradcam_plus_plus": lambda: cnnviz.gradcam_plus_plus(bundle, image),
         "layercam": lambda: cnnviz.layercam(bundle, image),
+        "hirescam": lambda: cnnviz.hirescam(bundle, image),
         "scorecam_64": lambda: cnnviz.scorecam(bundle, image, channels=64),
         "saliency": lambda: cnnviz.saliency(bundle, image),
         "smoothgrad": lambda: cnnviz.smoothgrad(bundle, image, samples=SAMPLES, noise=NOISE, batch_size=BATCH),
         "integrated_gradients": lambda: cnnviz.integrated_gradients(bundle, image, steps=STEPS, batch_size=BATCH),
         "guided_backprop": lambda: cnnviz.guided_backprop(bundle, image),
         "guided_gradcam": lambda: cnnviz.guided_gradcam(bundle, image),
+        "occlusion": lambda: cnnviz.occlusion(bundle, image, patch=PATCH, stride=STRIDE, batch_size=FORWARD_BATCH),
+        "rise": lambda: cnnviz.rise(bundle, image, masks=MASKS, batch_size=FORWARD_BATCH),
     }
     floor_of = {
         "cam": lambda: forward(x).numpy(),
@@ -139,9 +151,12 @@ def main(repeats=7):
         "saliency": lambda: to_input(pixels, index).numpy(),
         "smoothgrad": lambda: [to_input(noisy[s:s + BATCH], index).numpy() for s in range(0, SAMPLES, BATCH)],
         "integrated_gradients": lambda: [to_input(path, index).numpy() for _ in range(STEPS // BATCH)],
+        "occlusion": lambda: floor_forwards(positions ** 2),
+        "rise": lambda: floor_forwards(MASKS),
     }
     floors_used = {"cam": "cam", "gradcam": "gradient CAM", "gradcam_plus_plus": "gradient CAM",
-                   "layercam": "gradient CAM", "scorecam_64": "scorecam_64", "saliency": "saliency",
+                   "layercam": "gradient CAM", "hirescam": "gradient CAM", "scorecam_64": "scorecam_64",
+                   "saliency": "saliency", "occlusion": "occlusion", "rise": "rise",
                    "smoothgrad": "smoothgrad", "integrated_gradients": "integrated_gradients",
                    "guided_backprop": "saliency", "guided_gradcam": "saliency"}
     logits_model = keras.Model(bundle.model.input, bundle.model.get_layer("logits").output)
@@ -154,7 +169,7 @@ def main(repeats=7):
         raw = np.asarray(raw)
         same = np.abs(raw / raw.max() - cnnviz.gradcam(bundle, image)).max()
 
-    heavy = {"smoothgrad", "integrated_gradients"}  # seconds each: fewer repeats
+    heavy = {"smoothgrad", "integrated_gradients", "occlusion", "rise"}  # seconds each: fewer repeats
     measured = {}
     for names, times in ((lambda name: name not in heavy, repeats), (lambda name: name in heavy, max(1, repeats // 3))):
         calls = {(who, name): call for who, methods in (("cnnviz", ours), ("floor", floor_of), ("tf-keras-vis", theirs))
@@ -172,8 +187,10 @@ def main(repeats=7):
     floors_used["scorecam_all"] = "scorecam_all"
 
     print(f"Attribution methods on {bundle.name}, one 224×224 image, class {class_names()[c]}, "
-          f"medians of {repeats} interleaved runs ({max(1, repeats // 3)} for SmoothGrad/IG, 1 for Score-CAM all "
-          f"{channels} channels); SmoothGrad {SAMPLES} samples noise {NOISE}, IG {STEPS} steps, batches of {BATCH}")
+          f"medians of {repeats} interleaved runs ({max(1, repeats // 3)} for SmoothGrad/IG/occlusion/RISE, 1 for "
+          f"Score-CAM all {channels} channels); SmoothGrad {SAMPLES} samples noise {NOISE}, IG {STEPS} steps, batches "
+          f"of {BATCH}; occlusion {PATCH} px patches every {STRIDE} px ({positions ** 2} positions), RISE {MASKS} "
+          f"masks, {FORWARD_BATCH} forward passes at a time")
     if not tf_keras_vis:
         print("tf-keras-vis not installed (pip install 'cnnviz[bench]'): its column is empty")
     print(f"  {'method':<22} {'cnnviz':>9} {'floor':>9} {'tf-keras-vis':>13} {'cnnviz/floor':>13} {'tkv/cnnviz':>11}")
@@ -191,8 +208,9 @@ def main(repeats=7):
               f"{same:.1e})")
     print("goals")
     for name, floor_goal, speedup_goal in [("gradcam", 1.3, 8), ("gradcam_plus_plus", 1.3, 8), ("layercam", 1.3, 8),
-                                           ("scorecam_all", 1.3, 2), ("smoothgrad", None, 4),
-                                           ("integrated_gradients", 1.3, None)]:
+                                           ("hirescam", 1.3, None), ("scorecam_all", 1.3, 2), ("smoothgrad", None, 4),
+                                           ("integrated_gradients", 1.3, None), ("occlusion", 1.3, None),
+                                           ("rise", 1.3, None)]:
         ms, floor = measured[("cnnviz", name)], measured[("floor", floors_used[name])]
         line = f"  {name:<22}"
         if floor_goal:

@@ -13,6 +13,7 @@ import matplotlib
 import matplotlib.pyplot as plt
 import numpy as np
 
+from .geometry import check_fits
 from .images import as_batch, tile
 from .layers import as_keras_model, check_images, conv_layers, tap_model
 from .models import unwrap
@@ -57,6 +58,7 @@ def layer_activations(model, images, layer_names=None, depth: int = 8) -> dict[s
     names = _layer_names(keras_model, layer_names, depth)
     batch = as_batch(images)[0]
     check_images(keras_model, batch)
+    check_fits(keras_model, batch.shape[1:3])
     outputs = activation_model(keras_model, names)(preprocess(batch), training=False)
     return {name: keras.ops.convert_to_numpy(output) for name, output in zip(names, outputs)}
 

@@ -248,10 +248,25 @@ def _survey(model, input_size) -> tuple[dict, dict]:
         except _TooSmall as small:
             (name, kind, (h, w)), smallest = small.args, _smallest_input(keras_model, input_size)
             hint = f"; the smallest input that works is {smallest[0]}×{smallest[1]}" if smallest else ""
-            raise ValueError(f"the image is too small for this model: layer {name!r} ({kind}) would have size {h}×{w} "
+            raise ImageTooSmall(f"the image is too small for this model: layer {name!r} ({kind}) would have size {h}×{w} "
                              f"at input {input_size[0]}×{input_size[1]}{hint}") from None
 
     return per_model_cache(keras_model, "geometry", size=32).lookup((input_size,), walk)
+
+
+class ImageTooSmall(ValueError):
+    """An input so small that a layer of the model would have no cells."""
+
+
+def check_fits(model, input_size) -> None:
+    """An :class:`ImageTooSmall` error when images of ``input_size`` (H, W) are too small for the model (a
+    layer would be empty) — before TensorFlow fails on them; nothing when the model cannot be walked."""
+    try:
+        layer_sizes(model, input_size)
+    except ImageTooSmall:
+        raise
+    except Exception:  # noqa: BLE001 — not this check's business (an unsupported layer, a fixed-size model)
+        return
 
 
 def layer_sizes(model, input_size=None) -> dict[str, tuple[int, int]]:

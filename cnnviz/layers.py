@@ -50,9 +50,13 @@ def get_layer(model, name: str) -> keras.layers.Layer:
     A wrong name raises a ``ValueError`` that lists the closest valid names.
     """
     keras_model = as_keras_model(model)
-    found = [layer for layer, _ in _walk(keras_model) if layer.name == name]
+    found = [(layer, path) for layer, path in _walk(keras_model) if layer.name == name]
+    if len(found) > 1:
+        where = " and ".join(f"in {'/'.join(path) or keras_model.name!r}" for _, path in found)
+        raise ValueError(f"{len(found)} layers are named {name!r} ({where}): cnnviz finds layers by name and cannot "
+                         "tell them apart; build the model with unique layer names (name=... when creating them)")
     if found:
-        return found[0]
+        return found[0][0]
     names = [layer.name for layer, _ in _walk(keras_model)]
     close = difflib.get_close_matches(name, names, n=5, cutoff=0.5)
     hint = f"closest: {', '.join(close)}" if close else "see cnnviz.conv_layers(model) for the spatial layers"
@@ -303,10 +307,16 @@ def build_tap(model, layer_names, score="logits", output=None) -> tuple[keras.Mo
     result = _replay(keras_model, inputs, set(layers), captured, strip_softmax=(score == "logits"))
     activations = [captured[layer.name] for layer in layers]
     # A one-element list of outputs would be unwrapped by Keras; nesting it keeps "always a list".
-    if score is None:
-        return keras.Model(inputs, (activations,), name=f"{keras_model.name}_tap"), None
-    outputs = (activations, _pick_output(keras_model, result, output))
-    return keras.Model(inputs, outputs, name=f"{keras_model.name}_tap"), captured.get("head")
+    outputs = (activations,) if score is None else (activations, _pick_output(keras_model, result, output))
+    try:
+        tap = keras.Model(inputs, outputs, name=f"{keras_model.name}_tap")
+    except ValueError as error:
+        if "is used" not in str(error):
+            raise
+        raise ValueError(f"model {keras_model.name!r} and a model nested in it share a layer name ({error}); cnnviz "
+                         "opens nested models to reach their layers, so names must be unique across them: build "
+                         "the model with unique layer names") from None
+    return tap, (None if score is None else captured.get("head"))
 
 
 def tap_model(model, layer_names, score="logits", output=None) -> keras.Model:
@@ -332,7 +342,8 @@ def check_channels_last(keras_model) -> None:
 
 def check_images(model, batch) -> None:
     """A ValueError unless ``batch`` (N, H, W, C) fits the model's input: its channels, and its size when
-    the model fixes one."""
+    the model fixes one (a channels-first model is refused first)."""
+    check_channels_last(as_keras_model(model))
     declared = _input_shape(as_keras_model(model))  # (None, H, W, C), H and W may be None
     channels = batch.shape[-1]
     if declared[-1] is not None and channels != declared[-1]:

@@ -4,7 +4,8 @@ A :class:`Tap` is a Keras model sharing the user's layers (never copying or chan
 :func:`cnnviz.tap_model`): images → ([activations of the tapped layers], scores), where the scores are
 the LOGITS (the model's final softmax, sigmoid or log-softmax left out; :attr:`Tap.head` says which)
 or, for a custom ``score``, the model's own output. :class:`Compiled` holds the compiled functions of
-one (tap, score, preprocessing); images go in as the caller gives them (pixels for a
+one (tap, preprocessing) — a custom score runs eagerly on the model's output and its gradient is pulled
+back through them, so any number of scores share one graph; images go in as the caller gives them (pixels for a
 :class:`~cnnviz.ModelBundle`: the preprocessing runs inside the graph):
 
 - :meth:`Compiled.forward` — activations A (N, h, w, c), classes, scores, outputs;
@@ -32,10 +33,10 @@ from .guided import guided_clone
 from .layers import build_tap
 from .targets import select_scores
 
-__all__ = ["Compiled", "ProbabilityWarning", "Tap", "compiled", "tap"]
+__all__ = ["Bound", "Compiled", "ProbabilityWarning", "Tap", "compiled", "tap"]
 
 TAPS = 4  # tap models kept per model
-COMPILED = 4  # compiled (tap, score, preprocessing) kept per model: ~25 MiB each on Lite0
+COMPILED = 4  # compiled (tap, preprocessing) kept per model: ~25 MiB each on Lite0
 
 
 class ProbabilityWarning(UserWarning):
@@ -63,56 +64,76 @@ def tap(keras_model, layers=(), output=None, mode: str = "logits", guided: bool 
         key, lambda: Tap(keras_model, tuple(layers), output, mode, guided))
 
 
-_SIGNATURE = [tf.TensorSpec((None, None, None, None), tf.float32), tf.TensorSpec((None, None), tf.int32)]
+_IMAGES, _CLASSES = tf.TensorSpec((None, None, None, None), tf.float32), tf.TensorSpec((None, None), tf.int32)
+_UPSTREAM = tf.TensorSpec((None, None, None), tf.float32)  # (N, k, C): ∂score_k/∂output, or empty for logits
 
 
 class Compiled:
-    """The compiled functions of one (tap, score, preprocessing); each is traced on first use only."""
+    """The compiled functions of one (tap, preprocessing); each is traced on first use only.
 
-    def __init__(self, tap_: Tap, score: Callable | None, preprocess: Callable):
-        self.tap, self.score, self.preprocess = tap_, score, preprocess
+    A custom ``score`` is never traced into them: it runs eagerly on the model's output (a cheap function
+    of an (N, C) tensor), and its gradient there, U = ∂score/∂output (N, k, C), is pulled back through the
+    compiled network as the gradient of the linear score Σ_c output_c U_kc (the chain rule: the same
+    gradient at this point). So any number of score functions share one compiled graph — a new lambda per
+    call costs no compilation and no memory — for one extra forward pass. Use :meth:`bind`.
+    """
+
+    def __init__(self, tap_: Tap, preprocess: Callable):
+        self.tap, self.preprocess = tap_, preprocess
         # partial(), not lambdas or bound methods: TF counts traces per code object and would warn of
         # "retracing" once a few layers or models share one; each partial is counted on its own.
-        self.forward = tf.function(partial(self._forward), input_signature=_SIGNATURE)
-        self._one_class = tf.function(partial(self._layer_gradients, jacobian=False), input_signature=_SIGNATURE)
-        self._many_classes = tf.function(partial(self._layer_gradients, jacobian=True), input_signature=_SIGNATURE)
-        self._input_gradients = tf.function(partial(self._gradients_of_input), input_signature=_SIGNATURE)
-        self._probabilities = tf.function(partial(self._probabilities_of),
-                                          input_signature=_SIGNATURE[:1])
+        self._forward = tf.function(partial(self._run), input_signature=[_IMAGES, _CLASSES])
+        signature = [_IMAGES, _CLASSES, _UPSTREAM]
+        self._one_class = tf.function(partial(self._layer_gradients, jacobian=False), input_signature=signature)
+        self._many_classes = tf.function(partial(self._layer_gradients, jacobian=True), input_signature=signature)
+        self._input_gradients = tf.function(partial(self._gradients_of_input), input_signature=signature)
+        self._probabilities = tf.function(partial(self._probabilities_of), input_signature=[_IMAGES])
+
+    def _network(self, images, cast: bool = True):
+        """([activations], outputs float32); ``cast=False`` keeps the activations in the model's own dtype
+        (mixed precision: a gradient must be taken with respect to the tensors the model used)."""
+        activations, outputs = self.tap.model(self.preprocess(images), training=False)
+        return [tf.cast(a, tf.float32) for a in activations] if cast else activations, tf.cast(outputs, tf.float32)
+
+    def _scores(self, outputs, classes, upstream):
+        """(classes, scores (N, k)): the logits of ``classes`` (-r → r-th best), or the linear score
+        Σ_c output_c U_kc whose gradient is the custom score's."""
+        if self.tap.mode == "logits":
+            return select_scores(outputs, classes)
+        return classes, tf.einsum("nc,nkc->nk", outputs, upstream)
 
     def _run(self, images, classes):
-        activations, scores_from = self.tap.model(self.preprocess(images), training=False)
-        activations = [tf.cast(a, tf.float32) for a in activations]  # mixed precision: maps in float32
-        scores_from = tf.cast(scores_from, tf.float32)
-        classes, scores = select_scores(scores_from, scores_from, classes, self.score)
-        return activations, classes, scores, scores_from
+        activations, outputs = self._network(images)
+        if self.tap.mode == "logits":
+            classes, scores = select_scores(outputs, classes)
+        else:  # the custom score is computed eagerly by Bound
+            scores = tf.zeros(tf.shape(classes), tf.float32)
+        return activations, classes, scores, outputs
 
-    def _forward(self, images, classes):
-        return self._run(images, classes)
-
-    def _layer_gradients(self, images, classes, jacobian: bool):
+    def _layer_gradients(self, images, classes, upstream, jacobian: bool):
         with tf.GradientTape() as tape:
             # Watching the input puts every op on the tape: a layer right after the input has no weights,
             # so its output would not be recorded and its gradient would be None.
             tape.watch(images)
-            (activations, *_), classes, scores, outputs = self._run(images, classes)
+            (activations, *_), outputs = self._network(images, cast=False)
+            classes, scores = self._scores(outputs, classes, upstream)
             total = tf.reduce_sum(scores)  # images are independent: ∂(Σ_n y_n)/∂A_n = ∂y_n/∂A_n
         if jacobian:  # k classes from one forward pass: k backward passes, vectorised
             gradients = tape.batch_jacobian(scores, activations)  # (N, k, h, w, c)
         else:
             gradients = tape.gradient(total, activations)[:, None]  # (N, 1, h, w, c)
-        return activations, gradients, classes, scores, outputs
+        return tf.cast(activations, tf.float32), tf.cast(gradients, tf.float32), classes, scores, outputs
 
-    def _gradients_of_input(self, images, classes):
+    def _gradients_of_input(self, images, classes, upstream):
         with tf.GradientTape() as tape:
             tape.watch(images)
-            _, classes, scores, outputs = self._run(images, classes)
+            _, outputs = self._network(images)
+            classes, scores = self._scores(outputs, classes, upstream)
             total = tf.reduce_sum(scores)
         return tape.gradient(total, images), classes, scores, outputs
 
     def _probabilities_of(self, images):
-        _, logits = self.tap.model(self.preprocess(images), training=False)
-        logits = tf.cast(logits, tf.float32)
+        _, logits = self._network(images)
         if self.tap.head == "sigmoid":
             return tf.sigmoid(logits)
         if self.tap.head is None:  # no squash found: the scores may already be probabilities
@@ -121,42 +142,88 @@ class Compiled:
             return tf.cond(is_distribution, lambda: logits, lambda: tf.nn.softmax(logits))
         return tf.nn.softmax(logits)
 
-    # ---- numpy in, tensors out -------------------------------------------------------------------
-    def layer_gradients(self, images, classes):
-        """(A (N, h, w, c), G (N, k, h, w, c), classes (N, k), scores (N, k), outputs (N, C)) as tensors."""
+    def bind(self, score: Callable | None) -> "Bound":
+        """These functions with ``score`` (None for the logits of the classes asked)."""
+        return Bound(self, score)
+
+
+_NO_UPSTREAM = tf.zeros((0, 0, 0), tf.float32)
+
+
+class Bound:
+    """A :class:`Compiled` with the call's score: numpy or tensors in, tensors out."""
+
+    def __init__(self, functions: Compiled, score: Callable | None):
+        self.functions, self.score, self.tap = functions, score, functions.tap
+
+    def _custom(self, outputs, gradient: bool):
+        """The custom score of ``outputs`` (N, C), eagerly: (scores (N, k), U = ∂scores/∂outputs (N, k, C))."""
+        outputs = tf.convert_to_tensor(outputs)
+        with tf.GradientTape() as tape:
+            tape.watch(outputs)
+            scores = tf.cast(tf.convert_to_tensor(self.score(outputs)), tf.float32)
+            scores = tf.reshape(scores, (tf.shape(outputs)[0], -1))
+            total = tf.reduce_sum(scores)  # images are independent: ∂Σ_n s_n/∂out_n = ∂s_n/∂out_n
+        if not gradient:
+            return scores, None
+        upstream = tape.gradient(total, outputs) if scores.shape[1] == 1 else tape.batch_jacobian(scores, outputs)
+        if upstream is not None and scores.shape[1] == 1:
+            upstream = upstream[:, None]
+        if upstream is None:
+            raise ValueError("the score has no gradient with respect to the model's output (an argmax, a "
+                             "comparison or a cast to int?): give a differentiable score, e.g. output[:, 3]")
+        return scores, tf.cast(upstream, tf.float32)
+
+    def _with_gradients(self, function, images, classes):
         images, classes = _tensors(images, classes)
-        return (self._one_class if classes.shape[1] == 1 else self._many_classes)(images, classes)
+        if self.score is None:
+            return function(images, classes, _NO_UPSTREAM)
+        _, _, _, outputs = self.functions._forward(images, classes)
+        scores, upstream = self._custom(outputs, gradient=True)
+        *found, _, outputs = function(images, classes, upstream)  # its scores are the linearisation's
+        return (*found, scores, outputs)
+
+    def layer_gradients(self, images, classes):
+        """(A (N, h, w, c), G (N, k, h, w, c), classes (N, k), scores (N, k), outputs (N, C))."""
+        many = np.shape(classes)[1] > 1
+        return self._with_gradients(self.functions._many_classes if many else self.functions._one_class, images,
+                                    classes)
 
     def input_gradients(self, images, classes):
         """(∂y/∂x (N, H, W, C), classes (N, 1), scores (N, 1), outputs (N, C)) for classes (N, 1)."""
-        return self._input_gradients(*_tensors(images, classes))
+        return self._with_gradients(self.functions._input_gradients, images, classes)
 
     def activations(self, images, classes):
         """(A (N, h, w, c), classes (N, k), scores (N, k), outputs (N, C)): a forward pass only."""
-        (activations, *_), classes, scores, outputs = self.forward(*_tensors(images, classes))
+        layers, classes, scores, outputs = self.functions._forward(*_tensors(images, classes))
+        activations = layers[0] if layers else None  # a tap of no layer (the scores alone)
+        if self.score is not None:
+            scores = self._custom(outputs, gradient=False)[0]
         return activations, classes, scores, outputs
 
     def scores(self, images, classes):
         """(classes (N, k), scores (N, k), outputs (N, C)): a forward pass, no activations kept."""
-        _, classes, scores, outputs = self.forward(*_tensors(images, classes))
+        _, classes, scores, outputs = self.activations(images, classes)
         return classes, scores, outputs
 
     def probabilities(self, images) -> tf.Tensor:
         """(N, C): softmax of the logits (sigmoid for a sigmoid head; the scores themselves when the model
         ends in a softmax cnnviz could not take off)."""
-        return self._probabilities(tf.convert_to_tensor(images, tf.float32))
+        return self.functions._probabilities(tf.convert_to_tensor(images, tf.float32))
 
 
 def _tensors(images, classes):
     return tf.convert_to_tensor(images, tf.float32), tf.convert_to_tensor(classes, tf.int32)
 
 
-def compiled(keras_model, preprocess, layers=(), score=None, output=None, guided: bool = False) -> Compiled:
-    """The :class:`Compiled` of (model, layers, score, output, guided, preprocess), from the bounded cache."""
+def compiled(keras_model, preprocess, layers=(), score=None, output=None, guided: bool = False) -> Bound:
+    """The compiled functions of (model, layers, output, guided, preprocess) from the bounded cache, bound
+    to ``score``. A custom score runs eagerly inside them, so it is not part of the cache key."""
     mode = "logits" if score is None else "output"
-    key = (tuple(layers), output, mode, guided, function_key(score), function_key(preprocess))
-    return per_model_cache(keras_model, "compiled", size=COMPILED).lookup(
-        key, lambda: Compiled(tap(keras_model, layers, output, mode, guided), score, preprocess))
+    key = (tuple(layers), output, mode, guided, function_key(preprocess))
+    functions = per_model_cache(keras_model, "compiled", size=COMPILED).lookup(
+        key, lambda: Compiled(tap(keras_model, layers, output, mode, guided), preprocess))
+    return functions.bind(score)
 
 
 _WARNED = weakref.WeakSet()  # models already warned about, once each

@@ -98,13 +98,8 @@ def make_target(class_index, score, n: int, num_classes: int, output_shape, top:
     return Target(classes, score, k)
 
 
-def select_scores(logits, output, classes, score: Callable | None):
-    """In-graph: (classes (N, k), scores (N, k)). Without ``score``: ``classes`` (N, k), -r → the r-th best
-    by logit, scores picked from ``logits``; with ``score``: score(output) reshaped to (N, k), classes -1."""
-    if score is not None:
-        scores = tf.cast(tf.convert_to_tensor(score(output)), tf.float32)
-        scores = tf.reshape(scores, (tf.shape(scores)[0], -1))
-        return -tf.ones(tf.shape(scores), tf.int32), scores
+def select_scores(logits, classes):
+    """In-graph: (classes (N, k), logits picked (N, k)); ``classes`` (N, k), -r → the r-th best by logit."""
     ranked = tf.argsort(logits, axis=-1, direction="DESCENDING", stable=True)
     best = tf.gather(ranked, tf.maximum(-classes - 1, 0), batch_dims=1)
     classes = tf.where(classes < 0, best, classes)

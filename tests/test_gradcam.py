@@ -153,7 +153,7 @@ def test_clear_errors(bundle, cat):
 
 def test_no_retracing_across_twenty_classes(bundle, cat, caplog):
     cnnviz.gradcam(bundle, cat, class_index=0)  # the first call traces
-    function = compiled(bundle.model, bundle.preprocess, ("top_activation",))._one_class
+    function = compiled(bundle.model, bundle.preprocess, ("top_activation",)).functions._one_class
     traces = function.experimental_get_tracing_count()
     with caplog.at_level(logging.WARNING):
         heatmaps = [cnnviz.gradcam(bundle, cat, class_index=c) for c in range(0, 1000, 50)]

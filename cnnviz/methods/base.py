@@ -24,6 +24,7 @@ from typing import Callable, NamedTuple
 import numpy as np
 import tensorflow as tf
 
+from ..geometry import check_fits
 from ..heatmaps import normalise
 from ..checks import caller_stacklevel
 from ..images import as_batch
@@ -117,6 +118,7 @@ class Method:
         keras_model, preprocess = unwrap(model)
         batch, _ = as_batch(images)
         check_images(keras_model, batch)
+        check_fits(keras_model, batch.shape[1:3])  # too small for a pooling: said before TensorFlow fails
         if self.uses_layer:
             layer = spatial_layer(keras_model, layer).name  # None → the last spatial layer
         elif layer is not None:
@@ -161,6 +163,8 @@ class Method:
         if normalize or not self.signed:
             maps = positive
             self._warn_if_empty(request, raw, positive)
+        else:  # signed and raw: empty only where every value is exactly zero
+            self._warn_if_empty(request, raw, np.abs(maps))
         maps = normalise(maps) if normalize else maps.astype("float32")
         return maps[0] if np.ndim(images) == 3 else maps
 
@@ -196,25 +200,10 @@ class InputMethod(Method):
 
 @contextlib.contextmanager
 def _plain_errors(request: Request):
-    """TensorFlow's runtime errors (an image too small for the model's pooling, a score failing on the real
-    output) as one ValueError line that says what to change, instead of a graph trace."""
+    """TensorFlow's runtime errors (a model failing on these images) as one ValueError line instead of a graph
+    trace; the likely causes (images too small, a bad score) are checked before anything runs."""
     try:
         yield
     except tf.errors.OpError as error:
-        shape = request.images.shape
-        hint = _size_hint(request.keras_model, shape[1:3])
         first = (error.message or type(error).__name__).strip().splitlines()[0][:300]
-        raise ValueError(f"the model failed on images of shape {shape}: {hint or first}") from None
-
-
-def _size_hint(keras_model, size) -> str | None:
-    """Why an input of ``size`` fails, when a layer's output would be empty (the size check of geometry)."""
-    from ..geometry import layer_sizes
-
-    try:
-        layer_sizes(keras_model, tuple(int(s) for s in size))
-    except ValueError as error:
-        return str(error)
-    except Exception:  # noqa: BLE001 — the hint is a courtesy; the original error is reported instead
-        return None
-    return None
+        raise ValueError(f"the model failed on images of shape {request.images.shape}: {first}") from None

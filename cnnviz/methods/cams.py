@@ -24,7 +24,7 @@ import numpy as np
 import tensorflow as tf
 
 from ..checks import caller_stacklevel, check_count
-from ..layers import _walk, conv_layers, get_layer, squashes_output
+from ..layers import _walk, conv_layers, get_layer
 from ..models import _identity
 from .base import LayerMethod, Raw, Request
 
@@ -144,15 +144,15 @@ class HiResCAM(GradientCAM):
 class CAM(LayerMethod):
     """CAM (Zhou et al. 2016): L_c = ReLU(Σ_k W_kc A_k), W the final Dense kernel (c, classes).
 
-    Only for ``layer → GlobalAveragePooling2D → (Dropout) → Dense (→ softmax)``; other networks get a
-    ValueError pointing to Grad-CAM. A forward pass only. With a custom ``score`` the weights are
+    Only where the class scores ARE a Dense layer of the layer's global average, y = GAP(A) W + b (checked
+    on the images themselves, so Dropout, a Reshape or a softmax after it do not matter); other networks
+    get a ValueError pointing to Grad-CAM. A forward pass only. With a custom ``score`` the weights are
     ∂score/∂p_k (p = GAP(A)), which is W_kc again for a logit.
     """
 
     name, label, paper = "cam", "CAM", "https://arxiv.org/abs/1512.04150"
 
     def compute(self, request: Request) -> Raw:
-        dense = _classifier(request.keras_model, request.layer)
         functions = request.compiled((request.layer,))
         if request.target.score is not None:
             activations, gradients, classes, scores, logits = functions.layer_gradients(request.images,
@@ -160,25 +160,40 @@ class CAM(LayerMethod):
             weights = tf.reduce_sum(gradients, axis=(2, 3))  # (N, k, c)
         else:
             activations, classes, scores, logits = functions.activations(request.images, request.classes)
-            weights = tf.gather(tf.transpose(tf.convert_to_tensor(dense.kernel)), classes)  # (N, k, c)
+            kernel, logits = _class_weights(request, activations, logits)
+            scores = tf.gather(logits, classes, batch_dims=1)
+            weights = tf.gather(tf.transpose(kernel), classes)  # (N, k, c)
         maps = tf.einsum("nhwc,nkc->nkhw", activations, tf.cast(weights, tf.float32))
-        return Raw(maps.numpy(), classes.numpy(), scores.numpy(), logits.numpy())
+        return Raw(maps.numpy(), classes.numpy(), scores.numpy(), np.asarray(logits))
 
 
-def _classifier(keras_model, layer_name: str) -> keras.layers.Dense:
-    """The Dense of ``layer → GlobalAveragePooling2D → (Dropout) → Dense (→ softmax)``, else a ValueError."""
-    order = [layer for layer, _ in _walk(keras_model)
-             if not isinstance(layer, (keras.Model, keras.layers.InputLayer))]
-    after = order[[layer.name for layer in order].index(layer_name) + 1:]
-    head = [layer for layer in after if not isinstance(layer, keras.layers.Dropout)]
-    if not (len(head) in (2, 3) and isinstance(head[0], keras.layers.GlobalAveragePooling2D)
-            and isinstance(head[1], keras.layers.Dense)
-            and (getattr(head[1].activation, "__name__", "") == "linear" or squashes_output(head[1]))
-            and (len(head) == 2 or squashes_output(head[2]))):
-        raise ValueError(f"cam needs {layer_name!r} → GlobalAveragePooling2D → Dense (CAM reads the class weights "
-                         f"of that Dense layer); after {layer_name!r} come {[layer.name for layer in after]}. "
-                         "Use cnnviz.gradcam, which generalises CAM to any network.")
-    return head[1]
+def _class_weights(request: Request, activations, scores):
+    """(W (c, classes), the logits GAP(A) W + b (N, classes)) of the Dense layer that makes the model's
+    scores from GAP(A): the first Dense whose logits match them (or their softmax, for a softmax cnnviz could
+    not take off); else a ValueError."""
+    pooled = tf.reduce_mean(activations, axis=(1, 2)).numpy()  # (N, c)
+    scores = np.asarray(scores)
+    for layer, _ in _walk(request.keras_model):
+        if not isinstance(layer, keras.layers.Dense) or layer.kernel.shape[0] != pooled.shape[1]:
+            continue
+        kernel = np.asarray(layer.kernel, "float32")
+        logits = pooled @ kernel + (np.asarray(layer.bias) if layer.use_bias else 0)
+        if logits.shape == scores.shape and (_close(logits, scores) or _close(_softmax(logits), scores)):
+            return kernel, logits
+    after = [layer.name for layer, _ in _walk(request.keras_model)]
+    after = after[after.index(request.layer) + 1:][:6]
+    raise ValueError(f"cam needs the class scores to be GlobalAveragePooling2D of {request.layer!r} → Dense (CAM reads "
+                     f"the class weights of that Dense layer); after {request.layer!r} come {after}. Use "
+                     "cnnviz.gradcam, which generalises CAM to any network.")
+
+
+def _close(a, b) -> bool:
+    return bool(np.allclose(a, b, rtol=1e-3, atol=1e-4 * (np.abs(b).max() + 1e-12)))
+
+
+def _softmax(logits):
+    exp = np.exp(logits - logits.max(axis=-1, keepdims=True))
+    return exp / exp.sum(axis=-1, keepdims=True)
 
 
 @tf.function(input_signature=[tf.TensorSpec((None, None, None), tf.float32), tf.TensorSpec((2,), tf.int32)])

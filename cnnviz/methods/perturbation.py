@@ -22,6 +22,7 @@ import tensorflow as tf
 
 from ..checks import check_count, check_fraction, check_seed
 from ..models import _identity
+from ..targets import check_scores
 from .base import InputMethod, Raw, Request
 
 __all__ = ["Occlusion", "RISE", "occlusion_positions", "rise_masks"]
@@ -55,6 +56,7 @@ class Occlusion(InputMethod):
             raise ValueError(f"fill must be 'mean' or a finite number in the images' space, got {fill!r}")
         functions = request.compiled()
         classes, scores, logits = (t.numpy() for t in functions.scores(request.images, request.classes))
+        check_scores(scores)  # before any arithmetic on them
         height, width = request.images.shape[1:3]
         places = [(top, left) for top in occlusion_positions(height, patch, stride)
                   for left in occlusion_positions(width, patch, stride)]
@@ -104,6 +106,7 @@ class RISE(InputMethod):
     def compute(self, request: Request, masks, grid, keep, seed, batch_size) -> Raw:
         functions = request.compiled()
         classes, scores, logits = (t.numpy() for t in functions.scores(request.images, request.classes))
+        check_scores(scores)  # before any arithmetic on them
         masked = request.compiled(preprocess=_identity)  # X ⊙ M in the model's input space
         inputs = np.asarray(request.preprocess(request.images), "float32")
         seed = int(np.random.SeedSequence().entropy % 2 ** 31) if seed is None else seed

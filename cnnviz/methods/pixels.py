@@ -20,6 +20,7 @@ import numpy as np
 
 from ..checks import check_count, check_flag, check_number, check_seed
 from ..heatmaps import normalise, upsample
+from ..targets import check_scores
 from .base import InputMethod, LayerMethod, Raw, Request
 from .cams import GradCAM
 
@@ -67,6 +68,7 @@ class GradientsAtPoints(InputMethod):
             raise ValueError(f"{self.name} explains one score per image; give a score of shape (N,)")
         functions = request.compiled(guided=self.guided)
         classes, scores, logits = (t.numpy() for t in functions.scores(request.images, request.classes))
+        check_scores(scores)  # before any arithmetic on them
         n, k = classes.shape
         image_of = np.repeat(np.arange(n), k)  # explanation m = (image m // k, class slot m % k)
         count, context = self.count(options), self.prepare(request, options)
