@@ -4,7 +4,8 @@ VENV := .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed-stamp
 
-.PHONY: lab explorer test unit notebooks execute dist clean
+.PHONY: lab explorer test unit nbval-variants execute dist clean
+NBVAL := --nbval --nbval-current-env --nbval-sanitize-with tests/nbval_sanitize.cfg
 
 $(STAMP): pyproject.toml
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -22,7 +23,14 @@ explorer: $(STAMP)  ## serve the class explorer alone as a web page (Voilà, htt
 	$(VENV)/bin/cnnviz explorer
 
 test: $(STAMP)  ## unit tests + nbval re-execution of every notebook (pytest's exit 5, no tests, fails too)
-	$(PY) -m pytest --nbval --nbval-current-env --nbval-sanitize-with tests/nbval_sanitize.cfg tests notebooks
+	$(PY) -m pytest $(NBVAL) tests notebooks
+
+# Another machine sums floats in another order: the notebooks must print the same digits with one thread
+# and with TensorFlow's oneDNN kernels off (the default run, many threads and oneDNN on, is `make test`).
+nbval-variants: $(STAMP)  ## the notebooks again under the three other (threads, oneDNN) layouts
+	TF_NUM_INTRAOP_THREADS=1 TF_ENABLE_ONEDNN_OPTS=0 $(PY) -m pytest $(NBVAL) notebooks
+	TF_NUM_INTRAOP_THREADS=1 TF_ENABLE_ONEDNN_OPTS=1 $(PY) -m pytest $(NBVAL) notebooks
+	TF_ENABLE_ONEDNN_OPTS=0 $(PY) -m pytest $(NBVAL) notebooks
 
 unit: $(STAMP)  ## unit tests only
 	$(PY) -m pytest tests

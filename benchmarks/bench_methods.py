@@ -14,7 +14,8 @@ than tf-keras-vis; Score-CAM over all 1280 channels ≤ 1.3 × floor and ≥ 2 �
 SmoothGrad ≥ 4 × faster than tf-keras-vis; IG, occlusion and RISE ≤ 1.3 × floor. tf-keras-vis runs on a logits model here (what cnnviz explains), CAMs not expanded to
 the image size; then the TRAP: on Lite0 itself its default explains probabilities (the softmax is a
 separate layer, which its ReplaceToLinear does not touch): the max difference of the maps is printed.
-Calls are interleaved round-robin so machine load hits all alike; medians are printed.
+Each method is timed interleaved round-robin with its floor and tf-keras-vis, so machine load (and the
+state of the CPU's caches) hits them alike; medians are printed.
 Run: .venv/bin/python benchmarks/bench_methods.py [repeats]   (Score-CAM over all channels: 1 run)
 """
 import sys
@@ -171,10 +172,11 @@ def main(repeats=7):
 
     heavy = {"smoothgrad", "integrated_gradients", "occlusion", "rise"}  # seconds each: fewer repeats
     measured = {}
-    for names, times in ((lambda name: name not in heavy, repeats), (lambda name: name in heavy, max(1, repeats // 3))):
-        calls = {(who, name): call for who, methods in (("cnnviz", ours), ("floor", floor_of), ("tf-keras-vis", theirs))
-                 for name, call in methods.items() if names(name)}
-        measured.update(run(calls, times))
+    for name in ours:  # each method with its floor and tf-keras-vis, interleaved: the same machine state
+        calls = {("cnnviz", name): ours[name], ("floor", name): floor_of[floors_used[name]]}
+        if name in theirs:
+            calls[("tf-keras-vis", name)] = theirs[name]
+        measured.update(run(calls, max(1, repeats // 3) if name in heavy else repeats))
     # Score-CAM over all channels: once each (warm-up done above with 64 channels)
     all_channels = {("cnnviz", "scorecam_all"): lambda: cnnviz.scorecam(bundle, image),
                     ("floor", "scorecam_all"): lambda: floor_scorecam(channels)}
@@ -184,7 +186,6 @@ def main(repeats=7):
         start = time.perf_counter()
         call()
         measured[key] = 1000 * (time.perf_counter() - start)
-    floors_used["scorecam_all"] = "scorecam_all"
 
     print(f"Attribution methods on {bundle.name}, one 224×224 image, class {class_names()[c]}, "
           f"medians of {repeats} interleaved runs ({max(1, repeats // 3)} for SmoothGrad/IG/occlusion/RISE, 1 for "
@@ -196,10 +197,10 @@ def main(repeats=7):
     print(f"  {'method':<22} {'cnnviz':>9} {'floor':>9} {'tf-keras-vis':>13} {'cnnviz/floor':>13} {'tkv/cnnviz':>11}")
     for name in [*ours, "scorecam_all"]:
         ms = measured[("cnnviz", name)]
-        floor = measured.get(("floor", floors_used[name]))
+        floor = measured.get(("floor", name))
         theirs_ms = measured.get(("tf-keras-vis", name))
-        if name == "guided_gradcam":
-            floor += measured[("floor", "gradient CAM")]
+        if name == "guided_gradcam":  # guided backprop's floor measured with it, plus Grad-CAM's
+            floor += measured[("floor", "gradcam")]
         print(f"  {name:<22} {ms:7.0f}ms {floor:7.0f}ms "
               f"{'' if theirs_ms is None else f'{theirs_ms:11.0f}ms':>13} {ms / floor:13.2f} "
               f"{'' if theirs_ms is None else f'{theirs_ms / ms:11.1f}':>11}")
@@ -211,7 +212,7 @@ def main(repeats=7):
                                            ("hirescam", 1.3, None), ("scorecam_all", 1.3, 2), ("smoothgrad", None, 4),
                                            ("integrated_gradients", 1.3, None), ("occlusion", 1.3, None),
                                            ("rise", 1.3, None)]:
-        ms, floor = measured[("cnnviz", name)], measured[("floor", floors_used[name])]
+        ms, floor = measured[("cnnviz", name)], measured[("floor", name)]
         line = f"  {name:<22}"
         if floor_goal:
             verdict = "met" if ms / floor <= floor_goal else "MISSED"

@@ -8,13 +8,13 @@ from ._quiet import import_tensorflow_quietly
 import_tensorflow_quietly()
 
 from .geometry import cell_grid  # noqa: E402
-from .images import load_image, sample_images  # noqa: E402
+from .images import load_image, sample_images, sample_photo  # noqa: E402
 from .layers import conv_layers, get_layer, tap_model  # noqa: E402
 from .models import ModelBundle, load_model  # noqa: E402
 from .notebook import compact_figures  # noqa: E402
 
 __all__ = ["ModelBundle", "cell_grid", "compact_figures", "conv_layers", "get_layer", "load_image", "load_model",
-           "sample_images", "tap_model"]
+           "sample_images", "sample_photo", "tap_model"]
 
 # One line per chapter module below; each module defines its own __all__.
 from .heatmaps import *  # noqa: E402,F401,F403

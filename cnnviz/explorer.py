@@ -58,7 +58,8 @@ class ClassExplorer:
 
     model: a :class:`~cnnviz.ModelBundle`. image: a sample's name (see :func:`~cnnviz.sample_images`),
     a path, or pixels (H, W, 3) in [0, 255]; None → the cat|coffee collage. top: how many best
-    classes the class list offers. crop: centre crop before resizing to the model's input size.
+    classes the class list offers. crop: centre crop of your own photos before resizing to the model's
+    input size (None: 87.5%; bundled photos are shown as the notebooks show them, the collage whole).
     method: a label of :func:`explorer_methods`. shared_scale: start with one scale per photo.
     Shows itself as the last expression of a cell. The state lives in :attr:`state` (no widgets);
     read it through :attr:`image_name`, :attr:`class_index`, :attr:`layer`, :attr:`method`,
@@ -66,7 +67,7 @@ class ClassExplorer:
     (a bad upload, a failing method) becomes :attr:`message` and the previous picture stays.
     """
 
-    def __init__(self, model, image=None, top: int = 5, crop: float = 0.875, method: str = "Grad-CAM",
+    def __init__(self, model, image=None, top: int = 5, crop: float | None = None, method: str = "Grad-CAM",
                  shared_scale: bool = False):
         self.state = ExplorerState(model, top=top, crop=crop, method=method)
         self.state.shared_scale = bool(shared_scale)

@@ -24,7 +24,8 @@ from typing import Callable, NamedTuple
 import numpy as np
 
 from .caching import LRUCache
-from .images import as_batch, fit, load_image, sample_images
+from .checks import check_fraction
+from .images import EVALUATION_CROP, as_batch, fit, load_image, sample_images, sample_photo
 from .layers import spatial_layer
 from .methods import METHODS, Method
 from .models import ModelBundle
@@ -148,14 +149,16 @@ class ExplorerState:
     """What the explorer shows, as plain data: no widgets. Setting a field computes what it needs.
 
     bundle: a :class:`~cnnviz.ModelBundle`. top: how many best classes are explained per photo.
-    crop: centre crop of added photos. layer: None → the model's last conv layer. No photo is shown
+    crop: centre crop of added photos (None: the series' 87.5%); bundled photos are cropped as every
+    notebook shows them (:func:`cnnviz.sample_photo`: 87.5%, the collage whole). layer: None → the model's
+    last conv layer. No photo is shown
     until :meth:`select_photo` or :meth:`add_photo`. Fields: :attr:`photo_name`, :attr:`pixels` (H, W, 3),
     :attr:`class_index`, :attr:`layer`, :attr:`method`, :attr:`shared_scale`; results:
     :attr:`heatmap` (h, w) in [0, 1], :attr:`probabilities` (C,), :attr:`best` (top,);
     :attr:`forward_passes` counts method calls (a new photo, layer or method: 1; a cached class: 0).
     """
 
-    def __init__(self, bundle: ModelBundle, top: int = 5, crop: float = 0.875, layer: str | None = None,
+    def __init__(self, bundle: ModelBundle, top: int = 5, crop: float | None = None, layer: str | None = None,
                  method: str = "Grad-CAM", cache_size: int = CACHED_MAPS):
         if not isinstance(bundle, ModelBundle):
             raise TypeError("the explorer needs a cnnviz.ModelBundle (e.g. cnnviz.load_model()), "
@@ -164,7 +167,8 @@ class ExplorerState:
             raise ValueError(f"top must be a whole number in [1, 1000], got {top!r}")
         if cache_size < top + 1:
             raise ValueError(f"cache_size must hold the top {top} maps and one more, got {cache_size}")
-        self.bundle, self.top, self.crop = bundle, int(top), crop
+        self.bundle, self.top = bundle, int(top)
+        self.crop = EVALUATION_CROP if crop is None else check_fraction("crop", crop, zero=False)
         self.photos: dict[str, np.ndarray] = {}  # name → pixels at the model's input size
         self.forward_passes = 0
         self._shared_scale = False
@@ -231,7 +235,7 @@ class ExplorerState:
         if name not in self.photos:
             if name not in sample_images():
                 raise ValueError(f"no photo {name!r}; add it first, or pick a sample: {', '.join(sample_images())}")
-            self.photos[name] = photo_pixels(name, self.bundle.input_size, self.crop)
+            self.photos[name] = sample_photo(name, self.bundle.input_size)  # as the notebooks show it
         previous = self.photo_name
         self.photo_name = name
         self._maps.clear()

@@ -17,6 +17,8 @@ IMAGES_DIR = DATA_DIR / "images"
 MAX_PIXELS = 64_000_000  # a 8000×8000 photo; larger is almost surely a mistake (or a decompression bomb)
 MAX_SIDE = 4096  # without a target size, larger photos are reduced on open (memory stays bounded)
 SAMPLE_SUFFIXES = (".png", ".jpg")
+EVALUATION_CROP = 0.875  # ImageNet's evaluation crop: the series shows every photo this way
+WHOLE = ("cat_and_coffee",)  # collages: cropping would cut their objects, so they are shown whole
 
 
 def _samples() -> dict:
@@ -28,6 +30,19 @@ def _samples() -> dict:
 def sample_images() -> list[str]:
     """Names of the bundled photos, for ``load_image(name)``: ['camera', 'cat', 'cat_and_coffee', …]."""
     return sorted(_samples())
+
+
+def series_crop(name) -> float:
+    """The crop the series uses for a bundled photo: ImageNet's evaluation crop (87.5%), a collage whole."""
+    return 1.0 if name in WHOLE else EVALUATION_CROP
+
+
+def sample_photo(name: str, size=(224, 224)) -> np.ndarray:
+    """A bundled photo as every notebook shows it: centre crop 87.5% (ImageNet's evaluation crop; a collage
+    whole, 1.0) and resized (bicubic) to ``size`` → float32 (H, W, 3) in [0, 255]."""
+    if name not in _samples():
+        raise ValueError(f"no bundled photo {name!r}: choose one of {', '.join(sample_images())}")
+    return load_image(name, size=size, crop=series_crop(name))
 
 
 def _is_image_file(path: Path) -> bool:

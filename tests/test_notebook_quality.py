@@ -71,3 +71,37 @@ def test_notebooks_00_to_04_weigh_under_3_mb():
     first_five = [path for path in NOTEBOOKS if path.name[:2] in {"00", "01", "02", "03", "04"}]
     assert len(first_five) == 5
     assert sum(path.stat().st_size for path in first_five) <= MAX_TOTAL_BYTES
+
+
+@pytest.mark.parametrize("path", NOTEBOOKS, ids=lambda path: path.stem)
+def test_run_all_never_stops(path):
+    """No cell is expected to raise (Run All on Jupyter, Colab or Binder would halt there), none stored an error."""
+    for i, cell in enumerate(read(path).cells):
+        if cell.cell_type != "code":
+            continue
+        assert "NBVAL_RAISES_EXCEPTION" not in cell.source and "raises-exception" not in cell.metadata.get("tags", [])
+        assert not [o for o in cell.get("outputs", []) if o.get("output_type") == "error"], f"cell {i} stored an error"
+
+
+FILE_LINK = re.compile(r"!?\[[^\]]*\]\((?!https?://|#|attachment:|\d\d_[^)#/]+\.ipynb)([^)]+)\)")
+
+
+@pytest.mark.parametrize("path", NOTEBOOKS, ids=lambda path: path.stem)
+def test_links_open_anywhere(path):
+    """Colab and nbviewer show one notebook: a link or picture may point to the web, to a neighbouring
+    notebook or to an attachment of the notebook itself, never to a file of the repository."""
+    assert not FILE_LINK.findall(markdown(read(path))), FILE_LINK.findall(markdown(read(path)))
+
+
+SAMPLE_AT_A_SIZE = re.compile(r"load_image\(\s*[\"'](\w+)[\"'][^)]*size=")
+
+
+@pytest.mark.parametrize("path", NOTEBOOKS, ids=lambda path: path.stem)
+def test_one_crop_convention(path):
+    """Bundled photos are shown as cnnviz.sample_photo crops them (87.5%, the collage whole), so the same
+    photo gets the same numbers in every notebook; a line that departs says why (a comment with "crop")."""
+    for cell in read(path).cells:
+        if cell.cell_type == "code":
+            for line in cell.source.splitlines():
+                said = "#" in line and "crop" in line.split("#", 1)[1]
+                assert not SAMPLE_AT_A_SIZE.search(line) or said, line

@@ -35,8 +35,20 @@ def run_without(blocked: str, source: str, cwd):
 def test_first_cell_says_how_to_install_cnnviz(notebook, tmp_path):
     result = run_without("cnnviz", first_code_cell(notebook), tmp_path)
     assert result.returncode == 1 and "Traceback" not in result.stderr
-    assert result.stderr == ("cnnviz is not installed here: run  %pip install git+<URL of this repository>  "
-                             "(or a clone's path) in a cell, then restart the kernel\n")
+    assert result.stderr == INSTALL_HINT + "\n"
+
+
+# What a learner reads when cnnviz is missing: a command for each place, no placeholder to guess.
+INSTALL_HINT = ("cnnviz is not installed in this kernel. In a clone of its repository (Binder, a course JupyterHub, "
+                "your laptop) run  %pip install ..  in a cell. Elsewhere (Colab) run  %pip install "
+                "\"git+https://github.com/OWNER/REPOSITORY\"  with the address of the GitHub repository this "
+                "notebook comes from (the page's address up to the repository's name); on Colab add --no-deps to "
+                "keep Colab's own TensorFlow. Then restart the kernel.")
+
+
+def test_every_notebook_starts_with_the_same_set_up_cell():
+    cells = {first_code_cell(path) for path in NOTEBOOKS}
+    assert len(cells) == 1, "the first code cell (install hint, cnnviz first, light figures) differs"
 
 
 def test_a_missing_dependency_is_not_reported_as_a_missing_cnnviz(tmp_path):

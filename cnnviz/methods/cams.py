@@ -220,7 +220,7 @@ class ScoreCAM(LayerMethod):
 
     name, label, paper = "scorecam", "Score-CAM", "https://arxiv.org/abs/1910.01279"
     options = {"channels": (None, lambda name, v: None if v is None else check_count(name, v)),
-               "batch_size": (32, check_count)}
+               "batch_size": (16, check_count)}
     explorer_options, explorer_note = {"channels": 64}, "64 channels"
 
     def compute(self, request: Request, channels, batch_size) -> Raw:

@@ -47,7 +47,7 @@ class Occlusion(InputMethod):
     name, label, paper = "occlusion", "occlusion", "https://arxiv.org/abs/1311.2901"
     signed = True
     options = {"patch": (32, check_count), "stride": (16, check_count),
-               "fill": ("mean", lambda n, v: v), "batch_size": (32, check_count)}
+               "fill": ("mean", lambda n, v: v), "batch_size": (16, check_count)}
     explorer_options, explorer_note = {"patch": 48, "stride": 24}, "48 px patches"
 
     def compute(self, request: Request, patch, stride, fill, batch_size) -> Raw:
@@ -100,7 +100,7 @@ class RISE(InputMethod):
     name, label, paper = "rise", "RISE", "https://arxiv.org/abs/1806.07421"
     options = {"masks": (1000, check_count), "grid": (7, check_count),
                "keep": (0.5, lambda n, v: check_fraction(n, v, zero=False)), "seed": (0, check_seed),
-               "batch_size": (32, check_count)}
+               "batch_size": (16, check_count)}
     explorer_options, explorer_note = {"masks": 256}, "256 masks"
 
     def compute(self, request: Request, masks, grid, keep, seed, batch_size) -> Raw:

@@ -39,7 +39,7 @@ BACKGROUNDS = ("camera", "rocket", "grace_hopper", "motorcycle")  # neutral phot
 SIZE = (224, 224)
 OBJECT_SIDE = (64, 112)  # the pasted object's side in pixels: small, so the content cue is weak
 CORNER = 64  # the bottom-right CORNER × CORNER pixels hold the watermark and never the object
-FEATURE_BATCH = 32
+FEATURE_BATCH = 16  # images per forward pass (memory: ~20 MB of activations each)
 
 
 class WatermarkData(NamedTuple):
