@@ -21,26 +21,18 @@ from .cams import CAM, GradCAM, GradCAMPlusPlus, HiResCAM, LayerCAM, ScoreCAM, S
 from .perturbation import RISE, Occlusion
 from .pixels import GRAD_CAM, GUIDED_BACKPROP, GuidedGradCAM, IntegratedGradients, Saliency, SmoothGrad
 
-# The registry, in the order notebook 05 and the explorer list them: one line per method.
+# The methods, by the names they are called with (cnnviz.gradcam(...)), and the registry in the order notebook 05
+# and the explorer list them: a new method is one class and one entry here.
+gradcam, gradcam_plus_plus, layercam, hirescam, cam, scorecam = (
+    GRAD_CAM, GradCAMPlusPlus(), LayerCAM(), HiResCAM(), CAM(), ScoreCAM())
+saliency, smoothgrad, integrated_gradients, guided_backprop, guided_gradcam = (
+    Saliency(), SmoothGrad(), IntegratedGradients(), GUIDED_BACKPROP, GuidedGradCAM())
+occlusion, rise = Occlusion(), RISE()
 METHODS: dict[str, Method] = {method.name: method for method in (
-    GRAD_CAM, GradCAMPlusPlus(), LayerCAM(), HiResCAM(), CAM(), ScoreCAM(),
-    Saliency(), SmoothGrad(), IntegratedGradients(), GUIDED_BACKPROP, GuidedGradCAM(),
-    Occlusion(), RISE(),
+    gradcam, gradcam_plus_plus, layercam, hirescam, cam, scorecam,
+    saliency, smoothgrad, integrated_gradients, guided_backprop, guided_gradcam,
+    occlusion, rise,
 )}
-
-gradcam = METHODS["gradcam"]
-gradcam_plus_plus = METHODS["gradcam_plus_plus"]
-layercam = METHODS["layercam"]
-hirescam = METHODS["hirescam"]
-cam = METHODS["cam"]
-scorecam = METHODS["scorecam"]
-saliency = METHODS["saliency"]
-smoothgrad = METHODS["smoothgrad"]
-integrated_gradients = METHODS["integrated_gradients"]
-guided_backprop = METHODS["guided_backprop"]
-guided_gradcam = METHODS["guided_gradcam"]
-occlusion = METHODS["occlusion"]
-rise = METHODS["rise"]
 
 
 def method(name: str) -> Method:
