@@ -37,6 +37,7 @@ __all__ = ["Bound", "Compiled", "ProbabilityWarning", "Tap", "compiled", "tap"]
 
 TAPS = 4  # tap models kept per model
 COMPILED = 4  # compiled (tap, preprocessing) kept per model: ~25 MiB each on Lite0
+CHUNK = 16  # images per compiled call: a larger batch runs in pieces (Lite0 at 224²: ~40 MB per image)
 
 
 class ProbabilityWarning(UserWarning):
@@ -175,6 +176,9 @@ class Bound:
         return scores, tf.cast(upstream, tf.float32)
 
     def _with_gradients(self, function, images, classes):
+        return _in_chunks(partial(self._gradients_of_chunk, function), images, classes)
+
+    def _gradients_of_chunk(self, function, images, classes):
         images, classes = _tensors(images, classes)
         if self.score is None:
             return function(images, classes, _NO_UPSTREAM)
@@ -195,7 +199,7 @@ class Bound:
 
     def activations(self, images, classes):
         """(A (N, h, w, c), classes (N, k), scores (N, k), outputs (N, C)): a forward pass only."""
-        layers, classes, scores, outputs = self.functions._forward(*_tensors(images, classes))
+        layers, classes, scores, outputs = _in_chunks(self.functions._forward, *_tensors(images, classes))
         activations = layers[0] if layers else None  # a tap of no layer (the scores alone)
         if self.score is not None:
             scores = self._custom(outputs, gradient=False)[0]
@@ -214,6 +218,15 @@ class Bound:
 
 def _tensors(images, classes):
     return tf.convert_to_tensor(images, tf.float32), tf.convert_to_tensor(classes, tf.int32)
+
+
+def _in_chunks(function, images, classes):
+    """``function(images, classes)`` on CHUNK images at a time, the results joined along the batch axis
+    (every result has the images first): memory stays bounded for any number of images."""
+    if len(images) <= CHUNK:
+        return function(images, classes)
+    parts = [function(images[i:i + CHUNK], classes[i:i + CHUNK]) for i in range(0, len(images), CHUNK)]
+    return tf.nest.map_structure(lambda *pieces: tf.concat(pieces, axis=0), *parts)
 
 
 def compiled(keras_model, preprocess, layers=(), score=None, output=None, guided: bool = False) -> Bound:

@@ -237,3 +237,32 @@ def test_huge_jpeg_is_decoded_reduced(tmp_path):
     """)
     assert result["shape"] == [224, 224, 3]
     assert result["peak_growth"] < 300, result  # MiB
+
+
+@pytest.mark.skipif(not Path("/proc/self/clear_refs").exists(), reason="peak RSS reset is Linux-only")
+def test_batch_size_caps_the_memory_of_pixel_methods():
+    """SmoothGrad's noisy copies and IG's path points run ``batch_size`` at a time, whatever the number of
+    images (was: a batch of N > batch_size images went through in one piece, peak 918 → 1350 MiB)."""
+    result, _ = run_fresh("""
+        def peak():
+            with open("/proc/self/status") as status:
+                return next(int(line.split()[1]) for line in status if line.startswith("VmHWM:")) / 1024
+
+        def peak_growth(action):
+            gc.collect()
+            with open("/proc/self/clear_refs", "w") as refs:
+                refs.write("5")  # reset the peak to the current RSS (Linux)
+            start = rss()
+            action()
+            return peak() - start
+
+        photo = cnnviz.sample_photo("cat")
+        cnnviz.smoothgrad(bundle, photo, samples=8, batch_size=8)  # compile first
+        one = peak_growth(lambda: cnnviz.smoothgrad(bundle, photo, samples=8, batch_size=8))
+        many = peak_growth(lambda: cnnviz.smoothgrad(bundle, np.stack([photo] * 12), samples=8, batch_size=8))
+        path = peak_growth(lambda: cnnviz.integrated_gradients(bundle, np.stack([photo] * 12), steps=8,
+                                                               batch_size=8))
+        print(json.dumps({"one": one, "many": many, "path": path}))
+    """)
+    assert result["many"] < result["one"] + 150, result  # 12 images × 8 samples: same peak as 1 × 8, MiB
+    assert result["path"] < result["one"] + 150, result
