@@ -117,7 +117,7 @@ def run_gradcam(args) -> None:
     side = min(image.shape[:2])
     square = fit(image, (side, side))  # the centre square at full resolution: what the overlay shows
     model_input = fit(square, bundle.input_size)
-    layer = args.layer or bundle.last_conv_layer
+    layer = bundle.last_conv_layer if args.layer is None else args.layer
     heatmap = gradcam(bundle, model_input, layer=layer, class_index=index)
     p = bundle.model.predict_on_batch(bundle.preprocess(model_input[None]))[0, index]
     # each cell on its receptive field's centre in the 224×224 input, drawn on the full-resolution square

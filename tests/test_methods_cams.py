@@ -160,6 +160,20 @@ def test_cam_needs_gap_dense(tiny, images):
         cam(keras.Model(inputs, keras.layers.Dense(3)(flat)), images)
 
 
+def test_cam_refuses_a_layer_no_dense_reads_before_compiling(images):
+    """No Dense takes as many inputs as the layer has channels: the error comes before any tap is compiled."""
+    from cnnviz.caching import per_model_cache
+    inputs = keras.Input((10, 10, 3))
+    early = keras.layers.Conv2D(5, 3, name="early")(inputs)
+    late = keras.layers.Conv2D(4, 3, name="late")(early)
+    model = keras.Model(inputs, keras.layers.Dense(3)(keras.layers.GlobalAveragePooling2D()(late)))
+    with pytest.raises(ValueError, match="GlobalAveragePooling2D of 'early' → Dense"):
+        cam(model, images, layer="early")
+    assert len(per_model_cache(model, "compiled")) == 0
+    assert cam(model, images, layer="late").shape == (len(images), 6, 6)
+    assert len(per_model_cache(model, "compiled")) == 1  # the cache the refused call left empty
+
+
 @pytest.fixture(scope="module")
 def nested(tiny):
     """The tiny network with its base nested in a Sequential and in a functional model (same weights)."""

@@ -1,3 +1,4 @@
+import warnings
 """cnnviz.trust: curves against a slow reference, known-bad maps score worse, pointing, cascade, errors."""
 import keras
 import numpy as np
@@ -269,6 +270,24 @@ def test_cascade_is_deterministic_for_a_seed(tiny, tiny_data):
     for first, again in zip(runs[0], runs[1]):
         np.testing.assert_array_equal(first.correlation, again.correlation)
     assert not np.array_equal(runs[0][-1].correlation, runs[2][-1].correlation)
+
+
+def test_a_blank_map_of_a_randomised_network_scores_zero_without_a_warning(tiny, tiny_data):
+    """Destroying the weights may blank a map: that is the test's outcome (ρ = 0), not a user's mistake."""
+    images, _ = tiny_data
+
+    def blank_once_random(model, images, class_index, layer=None):
+        if model is tiny:
+            return cnnviz.gradcam(model, images, class_index=class_index, layer="conv")
+        warnings.warn("blank map", cnnviz.EmptyMapWarning)
+        return np.zeros((len(images), 8, 8), "float32")
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # any warning fails the test
+        steps = trust.cascading_randomization(tiny, images, method=blank_once_random)
+    assert [step.block for step in steps] == ["original", "logits", "conv"]
+    for step in steps[1:]:
+        np.testing.assert_array_equal(step.correlation, np.zeros(len(images)))
 
 
 def test_a_map_blind_to_the_model_fails_the_sanity_check(tiny, tiny_data):

@@ -153,6 +153,8 @@ class CAM(LayerMethod):
     name, label, paper = "cam", "CAM", "https://arxiv.org/abs/1512.04150"
 
     def compute(self, request: Request) -> Raw:
+        if request.target.score is None:
+            _check_a_dense_reads(request)  # before compiling anything: a clear error at once
         functions = request.compiled((request.layer,))
         if request.target.score is not None:
             activations, gradients, classes, scores, logits = functions.layer_gradients(request.images,
@@ -180,6 +182,25 @@ def _class_weights(request: Request, activations, scores):
         logits = pooled @ kernel + (np.asarray(layer.bias) if layer.use_bias else 0)
         if logits.shape == scores.shape and (_close(logits, scores) or _close(_softmax(logits), scores)):
             return kernel, logits
+    _not_a_cam_network(request)
+
+
+def _check_a_dense_reads(request: Request) -> None:
+    """Some Dense layer must take as many inputs as the layer has channels, else CAM cannot apply."""
+    channels = keras.tree.flatten(request.keras_model.get_layer(request.layer).output)[0].shape[-1] \
+        if _has_layer(request.keras_model, request.layer) else None
+    if channels is None:
+        return  # a nested layer: the numerical check in _class_weights decides
+    if not any(isinstance(layer, keras.layers.Dense) and layer.kernel.shape[0] == channels
+               for layer, _ in _walk(request.keras_model)):
+        _not_a_cam_network(request)
+
+
+def _has_layer(model, name: str) -> bool:
+    return any(layer.name == name for layer in model.layers)
+
+
+def _not_a_cam_network(request: Request):
     after = [layer.name for layer, _ in _walk(request.keras_model)]
     after = after[after.index(request.layer) + 1:][:6]
     raise ValueError(f"cam needs the class scores to be GlobalAveragePooling2D of {request.layer!r} → Dense (CAM reads "

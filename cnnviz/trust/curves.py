@@ -4,8 +4,9 @@
   map; at step s of S replace the top s/S of them by a baseline (deletion), or start from the baseline
   and reveal them (insertion), and follow the class probability p_s. A faithful map makes deletion
   fall fast (small area) and insertion rise fast (large area): :func:`curve_auc` = ∫ p ds (trapezoid).
-  The paper's code deletes to zeros (``baseline="black"``) and inserts onto a blur; deleting to a blur
-  (the default here) is a variant that adds no new edges.
+  The paper's code deletes to zeros of the NORMALISED input (the dataset's mean colour, close to
+  ``baseline="grey"``) and inserts onto a blur; deleting to a blur (the default here) is a variant that adds
+  no new edges.
 - :func:`confidence_change` (Chattopadhay et al. 2018, Grad-CAM++): show the model only the
   explanation, image · map; with Y the class probability on the image and O on the explanation,
   average drop = mean(max(0, Y − O) / Y) · 100, increase in confidence = share of images with O > Y · 100.
