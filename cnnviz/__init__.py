@@ -24,4 +24,5 @@ from .gradcam import *  # noqa: E402,F401,F403
 from .methods import *  # noqa: E402,F401,F403
 from .trust import *  # noqa: E402,F401,F403
 from .explorer import *  # noqa: E402,F401,F403
+from .dreams import *  # noqa: E402,F401,F403
 __version__ = "0.1.0"
