@@ -9,8 +9,9 @@ says what it is, :class:`PreSoftmax` is a Dense layer without its activation. No
 from __future__ import annotations
 
 import keras
+import tensorflow as tf
 
-__all__ = ["PreSoftmax", "final_layers", "squash_kind", "squashes_output"]
+__all__ = ["PreSoftmax", "final_layers", "probabilities_from", "squash_kind", "squashes_output"]
 
 
 # The final squashing functions whose input (the logits) the methods explain instead: softmax in every
@@ -97,3 +98,16 @@ def final_layers(model) -> list:
         chains.append(chain)
     first = chains[0]
     return [layer for chain in chains[1:] for layer in chain] + first
+
+
+def probabilities_from(logits, head: str | None):
+    """What the model says, in-graph: (N, C) logits → probabilities for the head taken off (sigmoid for a
+    sigmoid head, else softmax); with no head found (``None``) the scores themselves when they already are
+    a distribution (a softmax cnnviz could not take off), else their softmax."""
+    if head == "sigmoid":
+        return tf.sigmoid(logits)
+    if head is None:
+        is_distribution = tf.reduce_all(logits >= 0) & tf.reduce_all(
+            tf.abs(tf.reduce_sum(logits, axis=-1) - 1) < 1e-3)
+        return tf.cond(is_distribution, lambda: logits, lambda: tf.nn.softmax(logits))
+    return tf.nn.softmax(logits)

@@ -30,6 +30,7 @@ import tensorflow as tf
 from .caching import function_key, per_model_cache
 from .checks import caller_stacklevel
 from .guided import guided_clone
+from .heads import probabilities_from
 from .layers import build_tap
 from .targets import select_scores
 
@@ -135,13 +136,7 @@ class Compiled:
 
     def _probabilities_of(self, images):
         _, logits = self._network(images)
-        if self.tap.head == "sigmoid":
-            return tf.sigmoid(logits)
-        if self.tap.head is None:  # no squash found: the scores may already be probabilities
-            is_distribution = tf.reduce_all(logits >= 0) & tf.reduce_all(
-                tf.abs(tf.reduce_sum(logits, axis=-1) - 1) < 1e-3)
-            return tf.cond(is_distribution, lambda: logits, lambda: tf.nn.softmax(logits))
-        return tf.nn.softmax(logits)
+        return probabilities_from(logits, self.tap.head)
 
     def bind(self, score: Callable | None) -> "Bound":
         """These functions with ``score`` (None for the logits of the classes asked)."""

@@ -28,6 +28,7 @@ from ..checks import _is_int, check_count
 from ..filters import (SUB_BATCH, _Ascent, _frequency_scale, _grey_noise, _initial_spectra, _jitter,  # noqa: F401
                        _random_transforms, _spectrum_to_pixels)
 from ..folding import fold_batchnorm
+from ..heads import probabilities_from
 from ..images import as_batch, image_size
 from ..layers import _input_shape, build_tap, check_images, spatial_layer
 from ..models import unwrap
@@ -94,14 +95,8 @@ class Network:
         return activations, logits, self.probabilities(logits)
 
     def probabilities(self, logits):
-        """What the model says: softmax of the logits (sigmoid for a sigmoid head; the scores themselves when
-        they already are a distribution — a softmax cnnviz could not take off)."""
-        if self.head == "sigmoid":
-            return tf.sigmoid(logits)
-        if self.head is None:
-            is_distribution = tf.reduce_all(logits >= 0) & tf.reduce_all(tf.abs(tf.reduce_sum(logits, -1) - 1) < 1e-3)
-            return tf.cond(is_distribution, lambda: logits, lambda: tf.nn.softmax(logits))
-        return tf.nn.softmax(logits)
+        """What the model says (:func:`cnnviz.heads.probabilities_from` for this network's head)."""
+        return probabilities_from(logits, self.head)
 
     def run(self, images, chunk: int = 32):
         """:attr:`forward` over ``images`` (numpy or a tensor) in chunks of ``chunk`` images (bounded memory) →

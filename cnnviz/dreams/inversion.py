@@ -54,6 +54,12 @@ class Inversion(NamedTuple):
     layer: str
 
 
+def _relative_loss(maps, target):
+    """(N,) ‖maps − target‖² / ‖target‖² per image (tensors or arrays of (N, h, w, c))."""
+    return tf.reduce_sum(tf.square(maps - target), axis=(1, 2, 3)) / tf.maximum(
+        tf.reduce_sum(tf.square(target), axis=(1, 2, 3)), 1e-12)
+
+
 class _Inverter:
     def __init__(self, net):
         self.net = net
@@ -62,9 +68,7 @@ class _Inverter:
 
     def relative_loss(self, images, target):
         """(N,) ‖Φ(x) − Φ₀‖² / ‖Φ₀‖² per image."""
-        maps = self.net(images)[0][0]
-        return tf.reduce_sum(tf.square(maps - target), axis=(1, 2, 3)) / tf.maximum(
-            tf.reduce_sum(tf.square(target), axis=(1, 2, 3)), 1e-12)
+        return _relative_loss(self.net(images)[0][0], target)
 
     def _descend(self, photos, target, params, to_pixels, steps, learning_rate, tv, project, sub_batch):
         """``steps`` Adam steps on ``params`` (pixels = to_pixels(params)); the layer loss's gradient through
@@ -137,7 +141,7 @@ def invert_features(model, image, layer: str, steps: int = 200, learning_rate: f
         images, history = inverter.pixels(photos, target, tf.constant(start), *common)
     images, history, target = images.numpy(), history.numpy(), target.numpy()
     maps = net.run(images)[0][0]
-    final = np.sum(np.square(maps - target), axis=(1, 2, 3)) / np.maximum(np.sum(np.square(target), axis=(1, 2, 3)), 1e-12)
+    final = _relative_loss(maps, target).numpy()
     rmse = np.sqrt(np.mean(np.square(images - batch), axis=(1, 2, 3)))
     correlation = np.array([np.corrcoef(a.ravel(), b.ravel())[0, 1] if a.std() * b.std() > 0 else 0.0
                             for a, b in zip(images, batch)])

@@ -187,17 +187,11 @@ def _class_weights(request: Request, activations, scores):
 
 def _check_a_dense_reads(request: Request) -> None:
     """Some Dense layer must take as many inputs as the layer has channels, else CAM cannot apply."""
-    channels = keras.tree.flatten(request.keras_model.get_layer(request.layer).output)[0].shape[-1] \
-        if _has_layer(request.keras_model, request.layer) else None
-    if channels is None:
-        return  # a nested layer: the numerical check in _class_weights decides
-    if not any(isinstance(layer, keras.layers.Dense) and layer.kernel.shape[0] == channels
-               for layer, _ in _walk(request.keras_model)):
+    walked = [layer for layer, _ in _walk(request.keras_model)]
+    layer = next(each for each in walked if each.name == request.layer)
+    channels = keras.tree.flatten(layer.output)[0].shape[-1]
+    if not any(isinstance(each, keras.layers.Dense) and each.kernel.shape[0] == channels for each in walked):
         _not_a_cam_network(request)
-
-
-def _has_layer(model, name: str) -> bool:
-    return any(layer.name == name for layer in model.layers)
 
 
 def _not_a_cam_network(request: Request):
