@@ -34,8 +34,10 @@ def figure_as_png(figure) -> bytes | None:
     return None if has_pictures(figure) else _saved(figure, "png")
 
 
-def compact_figures() -> bool:
-    """Inline figures as JPEG when they show pictures, PNG otherwise. Returns False outside IPython.
+def compact_figures() -> None:
+    """Inline figures as JPEG when they show pictures, PNG otherwise (outside IPython: nothing to do).
+
+    Returns nothing, so that a notebook's set-up cell shows no output.
 
     Call it once per notebook, after ``import cnnviz``. ``%config InlineBackend.figure_formats = ...``
     afterwards takes over again.
@@ -43,10 +45,10 @@ def compact_figures() -> bool:
     try:
         from IPython import get_ipython
     except ImportError:
-        return False
+        return
     shell = get_ipython()
     if shell is None:
-        return False
+        return
     import matplotlib
     import matplotlib.pyplot as plt
     from matplotlib.figure import Figure
@@ -58,4 +60,3 @@ def compact_figures() -> bool:
     formatters = shell.display_formatter.formatters
     formatters["image/png"].for_type(Figure, figure_as_png)
     formatters["image/jpeg"].for_type(Figure, figure_as_jpeg)
-    return True

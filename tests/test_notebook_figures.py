@@ -17,7 +17,9 @@ import cnnviz  # noqa: E402
 @pytest.fixture
 def shell():
     shell = InteractiveShell.instance()
-    assert cnnviz.compact_figures()
+    assert cnnviz.compact_figures() is None  # nothing to show under a notebook's set-up cell
+    from matplotlib.figure import Figure
+    assert Figure in shell.display_formatter.formatters["image/jpeg"].type_printers
     yield shell
     plt.close("all")
 
@@ -48,7 +50,9 @@ def _png(figure) -> bytes:
 def test_outside_ipython_nothing_happens(monkeypatch):
     import IPython
     monkeypatch.setattr(IPython, "get_ipython", lambda: None)
-    assert cnnviz.compact_figures() is False
+    backend = matplotlib.get_backend()
+    assert cnnviz.compact_figures() is None
+    assert matplotlib.get_backend() == backend  # no backend switched, no formatter touched
 
 
 def test_in_a_real_kernel_pictures_are_stored_as_jpeg():
