@@ -24,7 +24,7 @@ import keras
 import numpy as np
 import tensorflow as tf
 
-from cnnviz.filters import _grey_noise, visualize_filters
+from cnnviz.filters import grey_noise, visualize_filters
 from cnnviz.models import unwrap
 
 
@@ -47,7 +47,7 @@ def seed_loop(bundle, layer_name, compiled):
         iterate, loss_of = tf.function(iterate), tf.function(loss_of)
 
     def pattern(filter_index, size, steps, seed=0):
-        image = _grey_noise((size, size), seed, filter_index)[None]  # random * 20 + 128, as in cnnviz
+        image = grey_noise((size, size), seed, filter_index)[None]  # random * 20 + 128, as in cnnviz
         for _ in range(steps):
             _, grads = iterate(tf.constant(image), tf.constant(filter_index))
             image += 1.0 * grads.numpy()

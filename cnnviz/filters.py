@@ -31,7 +31,7 @@ __all__ = ["FilterPatterns", "deprocess_image", "filter_grid", "generate_pattern
 
 MIN_SIZE = 32
 CHUNK = 10  # steps per compiled call: the progress bar moves between chunks
-SUB_BATCH = 8  # images per sub-batch inside the compiled step (see _Ascent.gradients)
+SUB_BATCH = 8  # images per sub-batch inside the compiled step (see sub_batch_gradients)
 PARALLEL = max(2, os.cpu_count() or 2)  # sub-batches computed at the same time
 # Lucid's colour correlation of ImageNet (square root of the RGB covariance), columns normalised.
 COLOR_CORRELATION = np.array([[0.26, 0.09, 0.02], [0.27, 0.00, -0.05], [0.27, -0.09, 0.03]], "float32")
@@ -108,36 +108,11 @@ class _Ascent:
         maps = keras.tree.flatten(self.extractor(self.preprocess(pixels), training=False))[0]
         return tf.reduce_mean(tf.gather(maps, filters, axis=3, batch_dims=1), axis=(1, 2))
 
-    def gradients(self, objective, params, per_image, sub_batch):
-        """``objective(params, *per_image)`` → (F,) activations, and their gradient d/d params (F, ...).
-
-        Images are independent, so the batch runs as sub-batches of ``sub_batch`` images, ``PARALLEL`` at
-        a time: one big batch is memory-bound on a CPU, cache-sized ones running side by side are not.
-        """
-        n = tf.shape(params)[0]
-        pad = (sub_batch - n % sub_batch) % sub_batch
-
-        def split(t):  # (F, ...) → (F / sub_batch, sub_batch, ...), padded with copies of the first image
-            t = tf.concat([t, tf.repeat(t[:1], pad, axis=0)], axis=0)
-            return tf.reshape(t, tf.concat([[-1, sub_batch], tf.shape(t)[1:]], axis=0))
-
-        def ascend(chunk):
-            with tf.GradientTape() as tape:
-                tape.watch(chunk[0])
-                activation = objective(*chunk)
-            return activation, tape.gradient(activation, chunk[0])  # d(sum)/dx_i = d(activation_i)/dx_i
-
-        activation, grads = tf.map_fn(ascend, tuple(split(t) for t in (params, *per_image)),
-                                      fn_output_signature=(tf.float32, tf.float32), parallel_iterations=PARALLEL)
-        grads = tf.reshape(grads, tf.concat([[-1], tf.shape(params)[1:]], 0))[:n]
-        activation = tf.reshape(activation, [-1])[:n]
-        return tf.ensure_shape(activation, params.shape[:1]), tf.ensure_shape(grads, params.shape)
-
     def _classic(self, pixels, filters, steps, step_size, sub_batch):
         """``steps`` classic steps on all images at once; each image's gradient normalised by its own RMS."""
         history = tf.TensorArray(tf.float32, size=steps)
         for i in tf.range(steps):
-            activation, grads = self.gradients(self.activation, pixels, (filters,), sub_batch)
+            activation, grads = sub_batch_gradients(self.activation, pixels, (filters,), sub_batch)
             grads /= tf.sqrt(tf.reduce_mean(tf.square(grads), axis=(1, 2, 3), keepdims=True)) + 1e-5
             pixels += step_size * grads
             history = history.write(i, activation)
@@ -145,17 +120,17 @@ class _Ascent:
 
     def _robust(self, state, filters, start, steps, learning_rate, jitter, scale, size, sub_batch):
         """``steps`` Adam steps on Fourier spectra, the image randomly rotated/scaled/shifted each step
-        (``jitter`` (F, steps, 4): each filter's own random draws, see :func:`_jitter`)."""
+        (``jitter`` (F, steps, 4): each filter's own random draws, see :func:`jitter_draws`)."""
         spectrum, mean, var = state
 
         def objective(spectrum, filters, transforms):
-            pixels = _spectrum_to_pixels(spectrum, scale, size)
+            pixels = spectrum_to_pixels(spectrum, scale, size)
             return self.activation(keras.ops.image.affine_transform(pixels, transforms, fill_mode="reflect"), filters)
 
         history = tf.TensorArray(tf.float32, size=steps)
         for i in tf.range(steps):
-            transforms = _random_transforms(jitter[:, i], size)
-            activation, grads = self.gradients(objective, spectrum, (filters, transforms), sub_batch)
+            transforms = random_transforms(jitter[:, i], size)
+            activation, grads = sub_batch_gradients(objective, spectrum, (filters, transforms), sub_batch)
             t = tf.cast(start + i + 1, tf.float32)
             mean, var = 0.9 * mean + 0.1 * grads, 0.999 * var + 0.001 * tf.square(grads)
             spectrum += learning_rate * (mean / (1 - 0.9 ** t)) / (tf.sqrt(var / (1 - 0.999 ** t)) + 1e-8)
@@ -166,12 +141,12 @@ class _Ascent:
         """Optimise one pattern per filter; returns (pixels (F, H, W, 3) float32, history (steps, F))."""
         filters_t, sub_batch = tf.constant(filters, tf.int32), tf.constant(min(SUB_BATCH, len(filters)))
         if robust:
-            spectrum = tf.constant(_initial_spectra(filters, size, seed))
+            spectrum = tf.constant(initial_spectra(filters, size, seed))
             state = (spectrum, tf.zeros_like(spectrum), tf.zeros_like(spectrum))
-            scale = tf.constant(_frequency_scale(size))
-            jitter = _jitter(filters, steps, seed)
+            scale = tf.constant(frequency_scale(size))
+            jitter = jitter_draws(filters, steps, seed)
         else:
-            state = tf.constant(np.stack([_grey_noise(size, seed, f) for f in filters]))
+            state = tf.constant(np.stack([grey_noise(size, seed, f) for f in filters]))
         histories = []
         with tqdm(total=steps, delay=2.0, disable=not progress, desc=f"{len(filters)} filters", unit="step") as bar:
             for start in range(0, steps, CHUNK):
@@ -184,7 +159,7 @@ class _Ascent:
                     state, history = self.classic(state, filters_t, n, tf.constant(step_size, tf.float32), sub_batch)
                 histories.append(history.numpy())
                 bar.update(int(n))
-        pixels = _spectrum_to_pixels(state[0], scale, size) if robust else state
+        pixels = spectrum_to_pixels(state[0], scale, size) if robust else state
         return pixels, np.concatenate(histories)
 
 
@@ -194,25 +169,51 @@ def _ascent(keras_model, preprocess, layer_name: str) -> _Ascent:
                                                          lambda: _Ascent(keras_model, preprocess, layer_name))
 
 
-def _grey_noise(size, seed: int, filter_index: int) -> np.ndarray:
+def sub_batch_gradients(objective, params, per_image, sub_batch):
+    """``objective(params, *per_image)`` → (F,) activations, and their gradient d/d params (F, ...).
+
+    Images are independent, so the batch runs as sub-batches of ``sub_batch`` images, ``PARALLEL`` at
+    a time: one big batch is memory-bound on a CPU, cache-sized ones running side by side are not.
+    """
+    n = tf.shape(params)[0]
+    pad = (sub_batch - n % sub_batch) % sub_batch
+
+    def split(t):  # (F, ...) → (F / sub_batch, sub_batch, ...), padded with copies of the first image
+        t = tf.concat([t, tf.repeat(t[:1], pad, axis=0)], axis=0)
+        return tf.reshape(t, tf.concat([[-1, sub_batch], tf.shape(t)[1:]], axis=0))
+
+    def ascend(chunk):
+        with tf.GradientTape() as tape:
+            tape.watch(chunk[0])
+            activation = objective(*chunk)
+        return activation, tape.gradient(activation, chunk[0])  # d(sum)/dx_i = d(activation_i)/dx_i
+
+    activation, grads = tf.map_fn(ascend, tuple(split(t) for t in (params, *per_image)),
+                                  fn_output_signature=(tf.float32, tf.float32), parallel_iterations=PARALLEL)
+    grads = tf.reshape(grads, tf.concat([[-1], tf.shape(params)[1:]], 0))[:n]
+    activation = tf.reshape(activation, [-1])[:n]
+    return tf.ensure_shape(activation, params.shape[:1]), tf.ensure_shape(grads, params.shape)
+
+
+def grey_noise(size, seed: int, filter_index: int) -> np.ndarray:
     """The classic start, ``random * 20 + 128``: one (H, W, 3) image per (seed, filter)."""
     return (np.random.default_rng([seed, filter_index]).random((*size, 3)) * 20 + 128).astype("float32")
 
 
-def _frequency_scale(size) -> np.ndarray:
+def frequency_scale(size) -> np.ndarray:
     """Lucid's 1/f spectrum scale (H, W//2+1): every frequency band gets the same energy."""
     h, w = size
     frequencies = np.sqrt(np.fft.fftfreq(h)[:, None] ** 2 + np.fft.rfftfreq(w)[None, :] ** 2)
     return (np.sqrt(h * w) / np.maximum(frequencies, 1.0 / max(h, w))).astype("float32")
 
 
-def _initial_spectra(filters, size, seed: int):
+def initial_spectra(filters, size, seed: int):
     """Small random spectra (F, 2, 3, H, W//2+1), real and imaginary parts: a near-grey start."""
     shape = (2, 3, size[0], size[1] // 2 + 1)
     return np.stack([np.random.default_rng([seed, f]).normal(0, 0.01, shape) for f in filters]).astype("float32")
 
 
-def _spectrum_to_pixels(spectrum, scale, size):
+def spectrum_to_pixels(spectrum, scale, size):
     """(F, 2, 3, H, W//2+1) spectra → (F, H, W, 3) pixels in (0, 255): 1/f scale, inverse FFT, colour,
     sigmoid."""
     spectra = tf.complex(spectrum[:, 0] * scale, spectrum[:, 1] * scale)
@@ -221,14 +222,14 @@ def _spectrum_to_pixels(spectrum, scale, size):
     return tf.sigmoid(image) * 255.0
 
 
-def _jitter(filters, steps: int, seed: int) -> np.ndarray:
+def jitter_draws(filters, steps: int, seed: int) -> np.ndarray:
     """Uniform draws in [-1, 1), (F, steps, 4), from one generator per (seed, filter): a filter's jitter,
     and so its pattern, does not depend on which other filters share the batch."""
     return np.stack([np.random.default_rng([seed, f, 1]).uniform(-1, 1, (steps, 4)) for f in filters]
                     ).astype("float32")
 
 
-def _random_transforms(draws, size):
+def random_transforms(draws, size):
     """(n, 4) uniform draws → (n, 8) affine transforms: rotate by up to ±10°, scale by 0.9–1.1, shift by up
     to ±8 px, each image its own (``keras.ops.image.affine_transform`` format: output (x, y) samples input
     (a0·x + a1·y + a2, …))."""

@@ -23,7 +23,7 @@ import tensorflow as tf
 
 from ..checks import check_count, check_flag, check_number
 from ..models import unwrap
-from .common import (Robust, _grey_noise, _random_transforms, adam, cached, check_classes, check_seed, check_size,
+from .common import (Robust, grey_noise, random_transforms, adam, cached, check_classes, check_seed, check_size,
                      compile_, gradients, network, per_image_classes, per_image_draws, photos_in, split,
                      total_variation, transformed)
 
@@ -124,7 +124,7 @@ def class_visualization(model, classes, size=128, steps: int = 128, robust: bool
             histories.append(history.numpy())
         pixels = image.pixels(state)
     else:
-        pixels = tf.constant(np.stack([_grey_noise(size, seed, c) for c in classes]))
+        pixels = tf.constant(np.stack([grey_noise(size, seed, c) for c in classes]))
         for start in range(0, steps, chunk):
             pixels, history = ascent.classic(pixels, classes_t, tf.constant(min(chunk, steps - start)),
                                              tf.constant(step, tf.float32), tf.constant(l2, tf.float32),
@@ -162,7 +162,7 @@ def transform_robustness(model, images, classes, transforms: int = 16, strength:
     draws = per_image_draws(seed, len(batch), 2, lambda rng: rng.uniform(-1, 1, (transforms, 4)))
     draws = tf.constant(np.transpose(draws, (1, 0, 2)) * strength, tf.float32)  # (T, N, 4)
     size, images = tf.constant(batch.shape[1:3]), tf.constant(batch)
-    moved = tf.concat([keras.ops.image.affine_transform(images, _random_transforms(d, size), fill_mode="reflect")
+    moved = tf.concat([keras.ops.image.affine_transform(images, random_transforms(d, size), fill_mode="reflect")
                        for d in draws], axis=0)  # (T·N, H, W, 3): transform-major
     probabilities = net.run(tf.concat([images, moved], axis=0))[2]
     picked = probabilities[np.arange(len(probabilities)), np.tile(classes, transforms + 1)]

@@ -23,10 +23,10 @@ import tensorflow as tf
 
 from ..caching import function_key, per_model_cache
 from ..checks import _is_int, check_count
-# notebook 02's private pieces, imported (not copied) from the one place they live; the dreams' only private
-# imports, all here: the other modules take them from this one
-from ..filters import (SUB_BATCH, _Ascent, _frequency_scale, _grey_noise, _initial_spectra, _jitter,  # noqa: F401
-                       _random_transforms, _spectrum_to_pixels)
+# notebook 02's robust parameterisation and sub-batch trick, imported (not copied) from the one place they live;
+# the other dreams modules take them from this one
+from ..filters import (SUB_BATCH, frequency_scale, grey_noise, initial_spectra, jitter_draws,  # noqa: F401
+                       random_transforms, spectrum_to_pixels, sub_batch_gradients)
 from ..folding import fold_batchnorm
 from ..heads import probabilities_from
 from ..images import as_batch, image_size
@@ -35,12 +35,6 @@ from ..models import unwrap
 
 NETWORKS = 4  # folded taps kept per model (the compiled functions using them are cached per purpose)
 PIXELS = (0.0, 255.0)  # what a generated image is: pixels, as load_image gives them
-
-# notebook 02's sub-batch trick — (F,) independent objectives and their gradients, computed as sub-batches
-# running side by side on the cores. `_Ascent.gradients` never reads `self`; a module-level function in
-# cnnviz.filters would make this line `from ..filters import sub_batch_gradients`.
-sub_batch_gradients = partial(_Ascent.gradients, None)
-
 
 def gradients(objective, params, per_image, sub_batch):
     """``objective(params, *per_image)`` → (N,) independent values, and d(value_n)/d(params_n) (N, ...).
@@ -229,19 +223,19 @@ class Robust:
     image does not depend on which others share the batch)."""
 
     def __init__(self, keys, size, steps: int, seed: int):
-        spectrum = tf.constant(_initial_spectra(keys, size, seed))
+        spectrum = tf.constant(initial_spectra(keys, size, seed))
         self.state = (spectrum, tf.zeros_like(spectrum), tf.zeros_like(spectrum))
-        self.scale, self.size = tf.constant(_frequency_scale(size)), tf.constant(size)
-        self.jitter = tf.constant(_jitter(keys, steps, seed))  # (n, steps, 4) uniform in [-1, 1)
+        self.scale, self.size = tf.constant(frequency_scale(size)), tf.constant(size)
+        self.jitter = tf.constant(jitter_draws(keys, steps, seed))  # (n, steps, 4) uniform in [-1, 1)
 
     def pixels(self, state=None):
-        return _spectrum_to_pixels((self.state if state is None else state)[0], self.scale, tuple(self.size.numpy()))
+        return spectrum_to_pixels((self.state if state is None else state)[0], self.scale, tuple(self.size.numpy()))
 
 
 def transformed(spectrum, scale, size, draws):
     """In-graph: spectra → pixels → each image moved by its own random transform (``draws`` (n, 4))."""
-    pixels = _spectrum_to_pixels(spectrum, scale, size)
-    return keras.ops.image.affine_transform(pixels, _random_transforms(draws, size), fill_mode="reflect")
+    pixels = spectrum_to_pixels(spectrum, scale, size)
+    return keras.ops.image.affine_transform(pixels, random_transforms(draws, size), fill_mode="reflect")
 
 
 def adam(state, grads, t, learning_rate, ascend: bool = True):

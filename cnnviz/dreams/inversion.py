@@ -29,7 +29,7 @@ import tensorflow as tf
 
 from ..checks import check_choice, check_count, check_number
 from ..layers import spatial_layer
-from .common import (PIXELS, Robust, _spectrum_to_pixels, adam, cached, check_seed, compile_, gradients, network,
+from .common import (PIXELS, Robust, spectrum_to_pixels, adam, cached, check_seed, compile_, gradients, network,
                      per_image_draws, photos_in, split, total_variation)
 
 __all__ = ["Inversion", "invert_features"]
@@ -101,7 +101,7 @@ class _Inverter:
     def _fourier(self, photos, target, spectrum, scale, size, steps, learning_rate, tv, low, high, sub_batch):
         """Adam on the spectrum; pixels = low + (high − low) · sigmoid image (notebook 02's, ÷ 255)."""
         def to_pixels(s):
-            return low + (high - low) / 255.0 * _spectrum_to_pixels(s, scale, size)
+            return low + (high - low) / 255.0 * spectrum_to_pixels(s, scale, size)
 
         return self._descend(photos, target, spectrum, to_pixels, steps, learning_rate, tv, tf.identity, sub_batch)
 
