@@ -1,7 +1,9 @@
 """Dreams' speed (issue 20), three ratios side by side in one run on the bundled EfficientNet-Lite0.
 
 1. Class visualisation: ``class_visualization`` of 8 classes as ONE compiled batch vs the same 8 classes one
-   call at a time (same size, steps, seed; warm: no call traces). Goal: batched ≥ 4× faster.
+   call at a time (same size, steps, seed; warm: no call traces). Goal: batched ≥ 4× faster. Printed next
+   to it: the same ratio for the bare network — ``steps`` compiled forward + backward passes of the batch of
+   8 vs 8 × ``steps`` of one image — the most batching can give on this CPU, whatever the loop around it.
 2. PGD: ``adversarial`` (``steps`` signed-gradient steps with the projection) vs its FLOOR, ``steps`` × one
    compiled forward + gradient to the input of the whole batch (the cross-entropy of the logits, nothing
    else) through the network ``adversarial`` runs (the bundle's, batch norms folded): what the loop costs
@@ -15,7 +17,10 @@
    that never binds here, so both run every step). Its
    feature extractor takes pixels (the bundle's preprocessing first) so both step 1.5 px. Goal: cnnviz ≥ 2×
    faster. Both are timed warm (traced before), and once more from cold (each first call, tracing included:
-   keras.io's step traces once per octave size, cnnviz's octave once for all).
+   keras.io's step traces once per octave size, cnnviz's octave once for all). Printed next to it: each
+   one's floor — ``steps`` compiled forward + backward passes of its loss at each octave's size, through
+   the network it runs (cnnviz: batch norms folded; keras.io: the Keras model) — so the ratio splits into
+   what the network costs and what the loop costs.
 
 Each pair is timed interleaved, round-robin, so machine load hits both alike; medians are printed.
 Run: .venv/bin/python benchmarks/bench_dreams.py [repeats]
@@ -50,7 +55,27 @@ def cold(call):
     return time.perf_counter() - start
 
 
+def gradient_unit(score_of):
+    """One compiled forward + gradient to the input of ``score_of(pixels) → (N,)``: a floor's unit."""
+    @tf.function
+    def step(pixels):
+        with tf.GradientTape() as tape:
+            tape.watch(pixels)
+            score = score_of(pixels)
+        return tape.gradient(score, pixels)
+    return step
+
+
 # ---- 1. class visualisation -------------------------------------------------------------------------------
+def network_batching(bundle):
+    """(8 × steps passes of one image, steps passes of the batch of 8), each a callable: the bare network."""
+    net = network(bundle.model, bundle.preprocess, (), logits=True)
+    unit = gradient_unit(lambda pixels: tf.reduce_sum(net(pixels)[1][:, 0]))
+    one, batch = (tf.random.uniform((n, CLASS_SIZE, CLASS_SIZE, 3), 0, 255, seed=0) for n in (1, len(CLASSES)))
+    return (lambda: [unit(one).numpy() for _ in range(len(CLASSES) * CLASS_STEPS)],
+            lambda: [unit(batch).numpy() for _ in range(CLASS_STEPS)])
+
+
 def class_images(bundle, repeats):
     def batched():
         return cnnviz.class_visualization(bundle, CLASSES, size=CLASS_SIZE, steps=CLASS_STEPS, seed=0)
@@ -60,7 +85,9 @@ def class_images(bundle, repeats):
 
     both = batched(), one_at_a_time()
     same = max(float(np.abs(both[0].images[i] - alone.images[0]).max()) for i, alone in enumerate(both[1]))
-    return timed({"batched": batched, "one at a time": one_at_a_time}, repeats), same
+    net_one, net_batch = network_batching(bundle)
+    return timed({"batched": batched, "one at a time": one_at_a_time, "network batched": net_batch,
+                  "network one at a time": net_one}, repeats), same
 
 
 # ---- 2. PGD vs its floor ------------------------------------------------------------------------------------
@@ -70,23 +97,18 @@ def pgd(bundle, repeats):
     folded = network(bundle.model, bundle.preprocess, (), logits=True)  # the network adversarial() runs
     keras_logits = keras.Model(bundle.model.input, bundle.model.get_layer("logits").output)
 
-    def forward_backward(logits_of):  # the floor's unit: the loss and its gradient to the input, once, compiled
-        @tf.function
-        def step(pixels, labels):
-            with tf.GradientTape() as tape:
-                tape.watch(pixels)
-                loss = tf.nn.sparse_softmax_cross_entropy_with_logits(labels, logits_of(pixels))
-            return tape.gradient(loss, pixels)
-        return step
-
     x, y = tf.constant(photos), tf.constant(targets)
-    units = {"floor": forward_backward(lambda p: folded(p)[1]),
-             "keras floor": forward_backward(lambda p: keras_logits(bundle.preprocess(p), training=False))}
+
+    def cross_entropy(logits_of):  # the floor's unit: the loss and its gradient to the input, once, compiled
+        return gradient_unit(lambda p: tf.nn.sparse_softmax_cross_entropy_with_logits(y, logits_of(p)))
+
+    units = {"floor": cross_entropy(lambda p: folded(p)[1]),
+             "keras floor": cross_entropy(lambda p: keras_logits(bundle.preprocess(p), training=False))}
 
     def floor(name):
         def run():
             for _ in range(PGD_STEPS):
-                grads = units[name](x, y)
+                grads = units[name](x)
             return grads.numpy()
         return run
 
@@ -172,10 +194,32 @@ def deep_dreams(bundle, repeats):
                                  steps=DREAM_STEPS, step=DREAM_STEP, max_loss=MAX_LOSS)
 
     first = {"keras.io": cold(keras_io), "cnnviz": cold(ours)}
+    floors = dream_floors(bundle, photo)
     one_step = keras_io_dream(bundle, DREAM_LAYERS, 1, DREAM_STEP, 1, OCTAVE_SCALE)(tf.constant(photo[None]))[0]
     same = cnnviz.deep_dream(bundle, photo, DREAM_LAYERS, octaves=1, steps=1, step=DREAM_STEP).image
     differences = float(np.abs(one_step - same).max()), float(np.abs(keras_io()[0] - ours().image).mean())
-    return timed({"cnnviz": ours, "keras.io": keras_io}, repeats), first, differences
+    return timed({"cnnviz": ours, "keras.io": keras_io, **floors}, repeats), first, differences
+
+
+def dream_floors(bundle, photo):
+    """{name: callable}: DREAM_STEPS forward + backward passes of the dream's loss at each octave's size,
+    through the folded network deep_dream runs ("floor") and through the Keras model ("keras.io floor")."""
+    folded = network(bundle.model, bundle.preprocess, tuple(DREAM_LAYERS), logits=False)
+    extractor = keras.Model(bundle.model.inputs, [bundle.model.get_layer(n).output for n in DREAM_LAYERS])
+    weights = list(DREAM_LAYERS.values())
+
+    def loss_of(maps):
+        return sum(w * tf.reduce_sum(tf.square(a[:, 2:-2, 2:-2, :])) / tf.cast(tf.size(a), tf.float32)
+                   for w, a in zip(weights, maps))
+
+    sizes = [tuple(int(side / OCTAVE_SCALE ** k) for side in photo.shape[:2]) for k in reversed(range(OCTAVES))]
+    octaves = [tf.image.resize(tf.constant(photo[None]), size) for size in sizes]
+
+    def floor(unit):
+        return lambda: [unit(x).numpy() for x in octaves for _ in range(DREAM_STEPS)]
+
+    return {"floor": floor(gradient_unit(lambda p: loss_of(folded(p)[0]))),
+            "keras.io floor": floor(gradient_unit(lambda p: loss_of(extractor(bundle.preprocess(p)))))}
 
 
 def main(repeats=3):
@@ -196,6 +240,13 @@ def main(repeats=3):
     for title, ours, other_name, other, ratio, goal, met in rows:
         print(f"  {title:<64} {ours:6.2f}s   {other_name:>13} {other:6.2f}s   {ratio:5.2f}× {goal}: "
               f"{'met' if met(ratio) else 'NOT MET'}")
+    print(f"  class images: the bare network, {CLASS_STEPS} passes of the batch vs {len(CLASSES)} × {CLASS_STEPS} of one "
+          f"image: {classes['network batched']:.2f}s vs {classes['network one at a time']:.2f}s, "
+          f"{classes['network one at a time'] / classes['network batched']:.2f}× — the most batching gives on this CPU")
+    print(f"  DeepDream floors ({OCTAVES} octaves × {DREAM_STEPS} forward + backward passes of the loss): folded "
+          f"{dream['floor']:.2f}s (deep_dream {dream['cnnviz'] / dream['floor']:.2f}× it), Keras model "
+          f"{dream['keras.io floor']:.2f}s (keras.io {dream['keras.io'] / dream['keras.io floor']:.2f}× it); the networks "
+          f"alone: {dream['keras.io floor'] / dream['floor']:.2f}×")
     print(f"  class images: batched and one at a time agree to {same:.2g} px at most (float rounding, amplified by "
           f"{CLASS_STEPS} Adam steps)")
     print(f"  PGD: {success:.0%} of the targeted attacks succeed; the floor through the unfolded Keras model: "
